@@ -1,0 +1,5 @@
+use proc_macro::TokenStream;
+#[proc_macro_attribute]
+pub fn idempotent(_args: TokenStream, item: TokenStream) -> TokenStream {
+    item
+}

@@ -1,0 +1,174 @@
+//! Turning a handler's response into a stored one, and a stored one back into a response.
+
+use axum_core::body::Body;
+use axum_core::response::Response;
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, HeaderName};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::record::StoredResponse;
+
+/// The header a replayed response carries.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// Headers that belong to one connection, never to the stored response (RFC 9110 7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// What capturing a response gave.
+pub(crate) enum Captured {
+    /// The response, stored and ready to send.
+    Storable(StoredResponse, Response),
+    /// The body is over the limit: the response is sent as it is, not stored.
+    TooLarge(Response),
+    /// The body failed while being read.
+    BodyFailed(axum_core::Error),
+}
+
+/// Buffers the body up to `limit` bytes. Single-chunk bodies are not copied.
+pub(crate) async fn capture(response: Response, limit: usize) -> Captured {
+    let (parts, mut body) = response.into_parts();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => return Captured::BodyFailed(error),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers are not stored
+        };
+        total = total.saturating_add(data.len());
+        chunks.push(data);
+        if total > limit {
+            let head =
+                futures_util::stream::iter(chunks.into_iter().map(Ok::<_, axum_core::Error>));
+            let rest = body.into_data_stream();
+            let body = Body::from_stream(futures_util::StreamExt::chain(head, rest));
+            return Captured::TooLarge(Response::from_parts(parts, body));
+        }
+    }
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(total);
+            chunks.iter().for_each(|c| all.extend_from_slice(c));
+            all.freeze()
+        }
+    };
+    let stored = StoredResponse {
+        status: parts.status.as_u16(),
+        headers: end_to_end(&parts.headers),
+        body: bytes.clone(),
+    };
+    Captured::Storable(stored, Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// The headers worth storing: all but hop-by-hop ones and those named in `Connection`.
+fn end_to_end(headers: &HeaderMap) -> Vec<(String, Bytes)> {
+    let named_in_connection: Vec<String> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.as_str();
+            !HOP_BY_HOP.contains(&name)
+                && name != REPLAYED_HEADER
+                && !named_in_connection.iter().any(|n| n == name)
+        })
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                Bytes::copy_from_slice(value.as_bytes()),
+            )
+        })
+        .collect()
+}
+
+/// The stored response as sent again: same status, headers and bytes, plus
+/// `Idempotent-Replayed: true`. Headers that no longer parse are skipped.
+pub(crate) fn replay(stored: StoredResponse) -> Response {
+    let mut response = Response::new(Body::from(stored.body));
+    *response.status_mut() =
+        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.reserve(stored.headers.len() + 1);
+    for (name, value) in stored.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_maybe_shared(value),
+        ) {
+            headers.append(name, value);
+        } else {
+            tracing::warn!("a stored header could not be replayed and was skipped");
+        }
+    }
+    headers.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum_core::response::IntoResponse;
+
+    #[tokio::test]
+    async fn stores_status_end_to_end_headers_and_bytes() {
+        let mut response = (StatusCode::CREATED, "hello").into_response();
+        let h = response.headers_mut();
+        h.insert("x-trace", HeaderValue::from_static("abc"));
+        h.insert("connection", HeaderValue::from_static("x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        let Captured::Storable(stored, sent) = capture(response, 1024).await else {
+            panic!("a small body is storable");
+        };
+        assert_eq!(stored.status, 201);
+        assert_eq!(&stored.body[..], b"hello");
+        let names: Vec<&str> = stored.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-trace"]);
+        let sent = sent.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&sent[..], b"hello");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_sent_whole_but_not_stored() {
+        let chunks = (0..10).map(|i| Ok::<_, std::io::Error>(Bytes::from(vec![i as u8; 100])));
+        let response = Response::new(Body::from_stream(futures_util::stream::iter(chunks)));
+        let Captured::TooLarge(sent) = capture(response, 250).await else {
+            panic!("1000 bytes are over a 250-byte limit");
+        };
+        let sent = sent.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(sent.len(), 1000);
+        assert_eq!(sent[999], 9);
+    }
+
+    #[test]
+    fn replay_adds_the_replayed_header() {
+        let stored = StoredResponse {
+            status: 202,
+            headers: vec![("x-a".into(), Bytes::from_static(b"1"))],
+            body: Bytes::from_static(b"ok"),
+        };
+        let response = replay(stored);
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        assert_eq!(response.headers()["x-a"], "1");
+        assert_eq!(response.headers()[REPLAYED_HEADER], "true");
+    }
+}

@@ -1,0 +1,341 @@
+//! The state machine of SPEC section 2: what a request meets, decided in one place.
+//!
+//! ```text
+//! key?  ── missing ──────────────► 400 missing-key (or run plainly when `optional`)
+//!   │  ── invalid ──────────────► 400 invalid-key
+//!   ▼
+//! claim ── store error ─────────► 503 store-unavailable + Retry-After
+//!   │  ── acquired (new, expired, abandoned, FAILED_STORAGE) ──► run handler, renewing the lease
+//!   │        ├── 5xx / panic / body over the limit ──► release the claim, send
+//!   │        └── otherwise ──► store it (retried; else FAILED_STORAGE), then send
+//!   └─ existing record:
+//!        other fingerprint ─────► 422 key-reused
+//!        COMPLETED ─────────────► replay stored bytes + Idempotent-Replayed: true
+//!        IN_PROGRESS, live lease ► 409 request-in-progress + Retry-After
+//! ```
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use axum_core::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use http::HeaderMap;
+use tracing::Instrument;
+
+use crate::capture::{self, Captured};
+use crate::config::Config;
+use crate::fingerprint::Fingerprint;
+use crate::key::{IdempotencyKey, KeyError};
+use crate::metrics;
+use crate::outcome::{Outcome, Problem};
+use crate::persist::{self, Settings};
+use crate::record::{
+    Acquired, Claim, ClaimOutcome, OwnerToken, Record, RecordId, RecordState, StoredResponse,
+};
+use crate::store::Store;
+
+/// What the engine does with a request once the store has answered its claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The claim is ours: run the handler.
+    Execute(Acquired),
+    /// Send the stored response again.
+    Replay(StoredResponse),
+    /// The key was first used with another request: 422.
+    Mismatch,
+    /// The key's first request is still running: 409, retry after the given time.
+    Conflict {
+        /// Time left on the owner's lease.
+        retry_after: Duration,
+    },
+}
+
+impl Decision {
+    /// The metric outcome of this decision.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Decision::Execute(Acquired::New) => Outcome::Executed,
+            Decision::Execute(Acquired::Abandoned | Acquired::FailedStorage) => Outcome::Recovered,
+            Decision::Replay(_) => Outcome::Replayed,
+            Decision::Mismatch => Outcome::Mismatch,
+            Decision::Conflict { .. } => Outcome::Conflict,
+        }
+    }
+}
+
+/// Decides from a claim's result and the request's fingerprint.
+pub fn decide(claimed: ClaimOutcome, fingerprint: &Fingerprint) -> Decision {
+    match claimed {
+        ClaimOutcome::Acquired(how) => Decision::Execute(how),
+        ClaimOutcome::Existing(Record {
+            fingerprint: first, ..
+        }) if first != *fingerprint => Decision::Mismatch,
+        ClaimOutcome::Existing(Record { state, .. }) => match state {
+            RecordState::Completed(response) => Decision::Replay(response),
+            RecordState::InProgress { lease_remaining } => Decision::Conflict {
+                retry_after: lease_remaining,
+            },
+            // A store hands back a FAILED_STORAGE record of the same fingerprint only when a
+            // racing duplicate took it over first: that duplicate is now in progress.
+            RecordState::FailedStorage => Decision::Conflict {
+                retry_after: Duration::from_secs(1),
+            },
+        },
+    }
+}
+
+/// What the engine needs to know of an HTTP request, gathered before the handler runs.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    headers: HeaderMap,
+    fingerprint: Fingerprint,
+}
+
+impl RequestHead {
+    /// The request's headers (the key is read from them) and its fingerprint.
+    pub fn new(headers: HeaderMap, fingerprint: Fingerprint) -> Self {
+        RequestHead {
+            headers,
+            fingerprint,
+        }
+    }
+
+    /// The request's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    fn key(&self, header: &str) -> Result<IdempotencyKey, KeyError> {
+        IdempotencyKey::from_header_values(self.headers.get_all(header).iter())
+    }
+}
+
+/// Where an idempotent request is going: its handler and scope.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The fully qualified handler name, or the matched route.
+    pub handler: Cow<'static, str>,
+    /// The scope (empty for none).
+    pub scope: String,
+}
+
+/// Runs one idempotent HTTP request: the single entry point that `#[idempotent]` calls.
+///
+/// `handler` is the handler's body as a future; it runs at most once per key, in a task of
+/// its own, so that a client hanging up cannot leave a half-finished claim behind: the
+/// response is stored whether or not anyone still waits for it.
+pub async fn run<F>(
+    store: Store,
+    config: &Config,
+    target: Target,
+    head: RequestHead,
+    handler: F,
+) -> Response
+where
+    F: Future + Send + 'static,
+    F::Output: IntoResponse,
+{
+    let key = match head.key(config.header_value()) {
+        Ok(key) => key,
+        Err(KeyError::Missing) if config.optional_value() => {
+            return handler.await.into_response();
+        }
+        Err(error) => {
+            let outcome = if error.is_missing() {
+                Outcome::MissingKey
+            } else {
+                Outcome::InvalidKey
+            };
+            metrics::outcome(&target.handler, outcome);
+            let detail = (!error.is_missing()).then(|| error.to_string());
+            return problem(outcome, detail.as_deref(), None);
+        }
+    };
+    let span =
+        tracing::info_span!("idempotent", handler = %target.handler, key_prefix = key.prefix());
+    let settings = Settings::new(config, &store);
+    let claim = Claim {
+        id: RecordId::new(target.scope, target.handler, key),
+        fingerprint: head.fingerprint,
+        token: OwnerToken::random(),
+        lease: settings.lease,
+        ttl: settings.ttl,
+    };
+    let config = *config;
+    async move {
+        let claimed = persist::timed(
+            "claim",
+            settings.store_timeout,
+            store.backend().claim(&claim),
+        )
+        .await;
+        let decision = match claimed {
+            Ok(claimed) => decide(claimed, &claim.fingerprint),
+            Err(error) => {
+                tracing::warn!(%error, "the idempotency store could not be reached; answering 503");
+                metrics::outcome(&claim.id.handler, Outcome::StoreUnavailable);
+                return problem(
+                    Outcome::StoreUnavailable,
+                    None,
+                    Some(Duration::from_secs(1)),
+                );
+            }
+        };
+        metrics::outcome(&claim.id.handler, decision.outcome());
+        match decision {
+            Decision::Execute(how) => {
+                tracing::debug!(?how, "claimed; running the handler");
+                let task = execute(store, config, settings, claim, handler).in_current_span();
+                match tokio::spawn(task).await {
+                    Ok(response) => response,
+                    Err(error) => {
+                        tracing::error!(%error, "the idempotent request's task ended abnormally");
+                        Problem::HandlerPanicked.response(None, None)
+                    }
+                }
+            }
+            Decision::Replay(stored) => capture::replay(stored),
+            Decision::Mismatch => problem(Outcome::Mismatch, None, None),
+            Decision::Conflict { retry_after } => {
+                problem(Outcome::Conflict, None, Some(retry_after))
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn problem(outcome: Outcome, detail: Option<&str>, retry_after: Option<Duration>) -> Response {
+    match outcome.problem() {
+        Some(problem) => problem.response(detail, retry_after),
+        None => Problem::HandlerPanicked.response(None, None),
+    }
+}
+
+/// Runs the handler under a renewed lease, then stores or releases its response.
+async fn execute<F>(
+    store: Store,
+    config: Config,
+    settings: Settings,
+    claim: Claim,
+    handler: F,
+) -> Response
+where
+    F: Future + Send,
+    F::Output: IntoResponse,
+{
+    let key = claim.id.key.clone();
+    persist::renewing(&store, &settings, &claim, async {
+        let output = AssertUnwindSafe(handler).catch_unwind().await;
+        let response = match output.map(IntoResponse::into_response) {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::error!("the handler panicked; releasing the claim");
+                persist::release(&store, &settings, &claim, &key).await;
+                return Problem::HandlerPanicked.response(None, None);
+            }
+        };
+        if response.status().is_server_error() {
+            tracing::info!(status = response.status().as_u16(), "server error: releasing the claim so a retry runs again");
+            persist::release(&store, &settings, &claim, &key).await;
+            return response;
+        }
+        match capture::capture(response, config.max_stored_body_value()).await {
+            Captured::Storable(stored, response) => {
+                persist::persist(&store, &settings, &claim, &key, &stored).await;
+                response
+            }
+            Captured::TooLarge(response) => {
+                tracing::warn!(
+                    limit = config.max_stored_body_value(),
+                    "the response body is over the storable limit; sending it unstored and releasing the claim"
+                );
+                persist::release(&store, &settings, &claim, &key).await;
+                response
+            }
+            Captured::BodyFailed(error) => {
+                tracing::error!(%error, "the response body failed while being read; releasing the claim");
+                persist::release(&store, &settings, &claim, &key).await;
+                Problem::HandlerPanicked.response(None, None)
+            }
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn fp(n: u8) -> Fingerprint {
+        Fingerprint::from_bytes([n; 32])
+    }
+
+    fn existing(n: u8, state: RecordState) -> ClaimOutcome {
+        ClaimOutcome::Existing(Record {
+            fingerprint: fp(n),
+            state,
+        })
+    }
+
+    #[test]
+    fn acquired_claims_execute() {
+        for how in [Acquired::New, Acquired::Abandoned, Acquired::FailedStorage] {
+            assert_eq!(
+                decide(ClaimOutcome::Acquired(how), &fp(1)),
+                Decision::Execute(how)
+            );
+        }
+        assert_eq!(
+            Decision::Execute(Acquired::New).outcome(),
+            Outcome::Executed
+        );
+        assert_eq!(
+            Decision::Execute(Acquired::Abandoned).outcome(),
+            Outcome::Recovered
+        );
+    }
+
+    #[test]
+    fn another_fingerprint_is_a_mismatch_in_any_state() {
+        let done = StoredResponse {
+            status: 200,
+            headers: vec![],
+            body: Bytes::new(),
+        };
+        for state in [
+            RecordState::Completed(done),
+            RecordState::InProgress {
+                lease_remaining: Duration::from_secs(3),
+            },
+            RecordState::FailedStorage,
+        ] {
+            assert_eq!(decide(existing(2, state), &fp(1)), Decision::Mismatch);
+        }
+    }
+
+    #[test]
+    fn completed_replays_and_in_progress_conflicts() {
+        let done = StoredResponse {
+            status: 201,
+            headers: vec![],
+            body: Bytes::from_static(b"x"),
+        };
+        assert_eq!(
+            decide(existing(1, RecordState::Completed(done.clone())), &fp(1)),
+            Decision::Replay(done)
+        );
+        let live = RecordState::InProgress {
+            lease_remaining: Duration::from_secs(7),
+        };
+        assert_eq!(
+            decide(existing(1, live), &fp(1)),
+            Decision::Conflict {
+                retry_after: Duration::from_secs(7)
+            }
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! The axum side of `#[idempotent]`: an extractor wrapper that buffers the body, fingerprints
+//! the request and hands the body on to the handler's own extractor.
+
+use axum_core::RequestExt;
+use axum_core::body::Body;
+use axum_core::extract::{FromRequest, Request};
+use axum_core::response::{IntoResponse, Response};
+use http::StatusCode;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::engine::RequestHead;
+use crate::fingerprint::Fingerprint;
+
+/// The largest request body buffered for a fingerprint, even when the application disables
+/// axum's `DefaultBodyLimit` (which applies first, 2 MB unless the application changes it).
+pub const HARD_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Marks the [`FromRequest`] impl of [`Fingerprinted`] (a local marker, so it does not
+/// overlap axum's own impls).
+#[doc(hidden)]
+pub struct Via<M>(std::marker::PhantomData<M>);
+
+/// Wraps a handler's last extractor: buffers the body, fingerprints method, path, query and
+/// body, then runs the wrapped extractor on the same request. Its rejections pass through
+/// unchanged, before any store access.
+#[derive(Debug)]
+pub struct Fingerprinted<T> {
+    /// The wrapped extractor's value.
+    pub inner: T,
+    /// What the engine needs of the request.
+    pub head: RequestHead,
+}
+
+impl<T> Fingerprinted<T> {
+    /// The wrapped value and the request head.
+    pub fn into_parts(self) -> (T, RequestHead) {
+        (self.inner, self.head)
+    }
+}
+
+impl<S, M, T> FromRequest<S, Via<M>> for Fingerprinted<T>
+where
+    S: Send + Sync,
+    T: FromRequest<S, M>,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.with_limited_body().into_parts();
+        let bytes = match Limited::new(body, HARD_BODY_LIMIT).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => return Err(body_error(error)),
+        };
+        let fingerprint = Fingerprint::of_request(
+            parts.method.as_str(),
+            parts.uri.path(),
+            parts.uri.query().unwrap_or(""),
+            &bytes,
+        );
+        let head = RequestHead::new(parts.headers.clone(), fingerprint);
+        let req = Request::from_parts(parts, Body::from(bytes));
+        let inner = T::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Fingerprinted { inner, head })
+    }
+}
+
+fn body_error(error: Box<dyn std::error::Error + Send + Sync>) -> Response {
+    let too_large = {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+        let mut found = false;
+        while let Some(e) = source {
+            if e.is::<LengthLimitError>() {
+                found = true;
+                break;
+            }
+            source = e.source();
+        }
+        found
+    };
+    if too_large {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Failed to buffer the request body: length limit exceeded",
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("Failed to buffer the request body: {error}"),
+        )
+            .into_response()
+    }
+}

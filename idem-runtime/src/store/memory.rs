@@ -1,0 +1,246 @@
+//! An in-process store: lock-striped maps, TTL expiry, a bounded size.
+//!
+//! Time is `tokio::time::Instant`, so tests with a paused tokio clock control leases and
+//! expiry exactly. When the store is full, expired records are purged from the full shard;
+//! if it is still full the claim fails as a transient store error (503 for the client). A
+//! live record is never evicted: evicting one would let its key run twice.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::time::Instant;
+
+use super::{BoxFuture, IdempotencyStore, StoreError, StoreResult};
+use crate::fingerprint::Fingerprint;
+use crate::record::{
+    Acquired, Claim, ClaimOutcome, OwnerToken, Record, RecordId, RecordState, StoredResponse,
+};
+
+const SHARDS: usize = 32;
+/// Default most records a [`MemoryStore`] holds.
+pub const DEFAULT_MEMORY_CAPACITY: usize = 1_000_000;
+
+/// An in-memory [`IdempotencyStore`] for single-process services and tests.
+///
+/// ```
+/// use idem_runtime::{MemoryStore, Store};
+/// let store = Store::new(MemoryStore::with_capacity(10_000));
+/// # drop(store);
+/// ```
+pub struct MemoryStore {
+    shards: Box<[Mutex<HashMap<RecordId, Entry>>]>,
+    shard_capacity: usize,
+    hasher: RandomState,
+}
+
+struct Entry {
+    fingerprint: Fingerprint,
+    token: OwnerToken,
+    state: State,
+    locked_until: Instant,
+    expires_at: Instant,
+}
+
+enum State {
+    InProgress,
+    FailedStorage,
+    Completed(StoredResponse),
+}
+
+impl Entry {
+    fn record(&self, now: Instant) -> Record {
+        let state = match &self.state {
+            State::InProgress => RecordState::InProgress {
+                lease_remaining: self.locked_until.saturating_duration_since(now),
+            },
+            State::FailedStorage => RecordState::FailedStorage,
+            State::Completed(response) => RecordState::Completed(response.clone()),
+        };
+        Record {
+            fingerprint: self.fingerprint,
+            state,
+        }
+    }
+
+    /// Whether `claim` may take this record over, and as what.
+    fn takeover(&self, claim: &Claim, now: Instant) -> Option<Acquired> {
+        if self.expires_at <= now {
+            return Some(Acquired::New);
+        }
+        if self.fingerprint != claim.fingerprint {
+            return None;
+        }
+        match self.state {
+            State::FailedStorage => Some(Acquired::FailedStorage),
+            State::InProgress if self.locked_until <= now => Some(Acquired::Abandoned),
+            _ => None,
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl MemoryStore {
+    /// A store holding up to [`DEFAULT_MEMORY_CAPACITY`] records.
+    pub fn new() -> Self {
+        MemoryStore::with_capacity(DEFAULT_MEMORY_CAPACITY)
+    }
+
+    /// A store holding up to about `capacity` records (rounded up to a multiple of 32).
+    pub fn with_capacity(capacity: usize) -> Self {
+        MemoryStore {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shard_capacity: capacity.div_ceil(SHARDS).max(1),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// How many records the store holds, expired ones included until purged.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// True when the store holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, id: &RecordId) -> MutexGuard<'_, HashMap<RecordId, Entry>> {
+        let index = self.hasher.hash_one(id) as usize % SHARDS;
+        lock(&self.shards[index])
+    }
+
+    fn claim_now(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
+        let now = Instant::now();
+        let mut shard = self.shard(&claim.id);
+        let acquired = match shard.get(&claim.id) {
+            Some(entry) => match entry.takeover(claim, now) {
+                Some(acquired) => acquired,
+                None => return Ok(ClaimOutcome::Existing(entry.record(now))),
+            },
+            None => {
+                if shard.len() >= self.shard_capacity {
+                    shard.retain(|_, e| e.expires_at > now);
+                    if shard.len() >= self.shard_capacity {
+                        return Err(StoreError::transient(
+                            "the memory store is full of live records",
+                        ));
+                    }
+                }
+                Acquired::New
+            }
+        };
+        shard.insert(
+            claim.id.clone(),
+            Entry {
+                fingerprint: claim.fingerprint,
+                token: claim.token,
+                state: State::InProgress,
+                locked_until: now + claim.lease,
+                expires_at: now + claim.ttl,
+            },
+        );
+        Ok(ClaimOutcome::Acquired(acquired))
+    }
+
+    /// Applies `change` to the record if `claim` still owns it.
+    fn with_owned(&self, claim: &Claim, change: impl FnOnce(&mut Entry, Instant)) -> bool {
+        let now = Instant::now();
+        let mut shard = self.shard(&claim.id);
+        match shard.get_mut(&claim.id) {
+            Some(entry) if entry.token == claim.token => {
+                change(entry, now);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code panics while holding a shard lock; should one ever, the map is still whole.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl IdempotencyStore for MemoryStore {
+    fn claim<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<ClaimOutcome>> {
+        ready(self.claim_now(claim))
+    }
+
+    fn renew<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<bool>> {
+        let mut live = false;
+        let owned = self.with_owned(claim, |entry, now| {
+            if matches!(entry.state, State::InProgress) {
+                entry.locked_until = now + claim.lease;
+                live = true;
+            }
+        });
+        ready(Ok(owned && live))
+    }
+
+    fn complete<'a>(
+        &'a self,
+        claim: &'a Claim,
+        response: &'a StoredResponse,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        ready(Ok(self.with_owned(claim, |entry, now| {
+            entry.state = State::Completed(response.clone());
+            entry.expires_at = now + claim.ttl;
+        })))
+    }
+
+    fn fail<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<bool>> {
+        ready(Ok(self.with_owned(claim, |entry, _| {
+            entry.state = State::FailedStorage;
+        })))
+    }
+
+    fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<bool>> {
+        let mut shard = self.shard(&claim.id);
+        let owned = shard
+            .get(&claim.id)
+            .is_some_and(|entry| entry.token == claim.token);
+        if owned {
+            shard.remove(&claim.id);
+        }
+        ready(Ok(owned))
+    }
+
+    fn get<'a>(&'a self, id: &'a RecordId) -> BoxFuture<'a, StoreResult<Option<Record>>> {
+        let now = Instant::now();
+        let record = self
+            .shard(id)
+            .get(id)
+            .filter(|entry| entry.expires_at > now)
+            .map(|entry| entry.record(now));
+        ready(Ok(record))
+    }
+
+    fn purge(&self, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
+        let now = Instant::now();
+        let mut purged = 0usize;
+        for shard in self.shards.iter() {
+            if purged >= limit {
+                break;
+            }
+            let mut shard = lock(shard);
+            shard.retain(|_, entry| {
+                let expired = entry.expires_at <= now && purged < limit;
+                purged += usize::from(expired);
+                !expired
+            });
+        }
+        ready(Ok(purged as u64))
+    }
+}

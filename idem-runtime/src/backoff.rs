@@ -94,13 +94,13 @@ pub enum Jitter {
     #[default]
     Random,
     /// A seeded generator.
-    Seeded(Mutex<StdRng>),
+    Seeded(Mutex<Box<StdRng>>),
 }
 
 impl Jitter {
     /// A generator seeded with `seed`.
     pub fn seeded(seed: u64) -> Self {
-        Jitter::Seeded(Mutex::new(StdRng::seed_from_u64(seed)))
+        Jitter::Seeded(Mutex::new(Box::new(StdRng::seed_from_u64(seed))))
     }
 
     /// A duration uniformly drawn from `[low, high]`.

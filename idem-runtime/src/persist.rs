@@ -1,4 +1,5 @@
 //! Talking to the store on the request path: bounded, timed, retried with backoff.
+#![allow(clippy::ptr_arg)] // handler names are `&Cow` so that labels clone for free
 
 use std::borrow::Cow;
 use std::future::Future;

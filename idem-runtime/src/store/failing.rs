@@ -47,7 +47,7 @@ struct Plan {
 /// use idem_runtime::{FailingStore, MemoryStore, Op, Store};
 ///
 /// let failing = Arc::new(FailingStore::new(MemoryStore::new()));
-/// failing.fail(Op::Complete, 3); // the next three completions fail, the fourth succeeds
+/// failing.fail_next(Op::Complete, 3); // the next three completions fail, the fourth succeeds
 /// let store = Store::new(failing.clone());
 /// # drop(store);
 /// assert_eq!(failing.calls(Op::Complete), 0);
@@ -87,12 +87,12 @@ impl<S: IdempotencyStore> FailingStore<S> {
     }
 
     /// The next `times` calls of `op` fail with a transient error.
-    pub fn fail(&self, op: Op, times: u64) -> &Self {
+    pub fn fail_next(&self, op: Op, times: u64) -> &Self {
         self.plan(op, times, StoreErrorKind::Transient)
     }
 
     /// The next `times` calls of `op` fail with a permanent error.
-    pub fn fail_permanently(&self, op: Op, times: u64) -> &Self {
+    pub fn fail_next_permanently(&self, op: Op, times: u64) -> &Self {
         self.plan(op, times, StoreErrorKind::Permanent)
     }
 

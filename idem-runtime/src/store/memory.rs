@@ -244,3 +244,81 @@ impl IdempotencyStore for MemoryStore {
         ready(Ok(purged as u64))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::key::IdempotencyKey;
+
+    fn claim(n: usize, ttl: Duration) -> Claim {
+        let key = IdempotencyKey::parse(&format!("memory-key-{n:04}")).unwrap();
+        Claim {
+            id: RecordId::new("", "tests::h", key),
+            fingerprint: Fingerprint::from_bytes([1; 32]),
+            token: OwnerToken::random(),
+            lease: Duration::from_secs(1),
+            ttl,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_store_refuses_new_keys_but_never_evicts_live_ones() {
+        let store = MemoryStore::with_capacity(SHARDS); // one record a shard
+        let ttl = Duration::from_secs(10);
+        let mut refused = 0;
+        let mut taken = Vec::new();
+        for n in 0..SHARDS * 4 {
+            let c = claim(n, ttl);
+            match store.claim(&c).await {
+                Ok(ClaimOutcome::Acquired(Acquired::New)) => taken.push(c),
+                Err(e) => {
+                    assert!(e.is_transient());
+                    refused += 1;
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(refused > 0, "the store is bounded");
+        assert_eq!(store.len(), taken.len());
+        for c in &taken {
+            assert!(
+                store.get(&c.id).await.unwrap().is_some(),
+                "no live record was evicted"
+            );
+        }
+        // Once the records expire, their room is reused.
+        tokio::time::advance(ttl).await;
+        let late = (SHARDS * 4..SHARDS * 8)
+            .map(|n| claim(n, ttl))
+            .collect::<Vec<_>>();
+        let mut accepted = 0;
+        for c in &late {
+            accepted += usize::from(store.claim(c).await.is_ok());
+        }
+        assert!(accepted >= taken.len().min(late.len()) / 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn purge_removes_only_expired_records_in_bounded_batches() {
+        let store = MemoryStore::new();
+        for n in 0..10 {
+            store
+                .claim(&claim(n, Duration::from_secs(5)))
+                .await
+                .unwrap();
+        }
+        for n in 10..13 {
+            store
+                .claim(&claim(n, Duration::from_secs(50)))
+                .await
+                .unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(store.purge(4).await.unwrap(), 4);
+        assert_eq!(store.purge(100).await.unwrap(), 6);
+        assert_eq!(store.purge(100).await.unwrap(), 0);
+        assert_eq!(store.len(), 3);
+    }
+}

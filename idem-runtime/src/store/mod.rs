@@ -66,7 +66,7 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 }
 
 /// A shared store is a store, so `Store::new(arc.clone())` keeps a handle for the test.
-impl<S: IdempotencyStore> IdempotencyStore for Arc<S> {
+impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
     fn claim<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<ClaimOutcome>> {
         (**self).claim(claim)
     }

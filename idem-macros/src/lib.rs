@@ -1,5 +1,106 @@
+//! The `#[idempotent]` attribute of `idem`. Use it through the runtime,
+//! `use idem_runtime::idempotent;`: the generated code calls into `idem_runtime`.
+//!
+//! This crate only rewrites syntax, in three steps: parse the arguments (`args.rs`, with
+//! `duration.rs`), check the function (`handler.rs`), emit a call to the runtime
+//! (`emit.rs`). Every decision about a request lives in `idem_runtime::engine`.
+//!
+//! ## What it expands to
+//!
+//! This handler:
+//!
+//! ```ignore
+#![doc = include_str!("../snapshots/create_payment.in.rs")]
+//! ```
+//!
+//! becomes the function below. Its leading parameters stay as written, so the names their
+//! patterns bind are in scope for `store` and `scope`; the last parameter is wrapped in
+//! `Fingerprinted`, which buffers the body, fingerprints the request and hands the body on
+//! to the original extractor; the body becomes a future that the runtime runs at most once
+//! per key. (The snapshot test in `src/snapshot.rs` keeps this text current.)
+//!
+//! ```ignore
+#![doc = include_str!("../snapshots/create_payment.out.rs")]
+//! ```
+//!
+//! Because the parameter list changes, a test cannot call the handler directly with its
+//! original arguments: drive it through a `Router` instead (`tower::ServiceExt::oneshot`).
+
+#![forbid(unsafe_code)]
+
+mod args;
+mod duration;
+mod emit;
+mod handler;
+#[cfg(test)]
+mod snapshot;
+
 use proc_macro::TokenStream;
+
+use crate::args::{Args, Errors};
+use crate::handler::Handler;
+
+/// Makes an async axum handler safe to retry: a request repeating an earlier
+/// `Idempotency-Key` gets the first response back, byte for byte, and the body runs once.
+///
+/// ```ignore
+/// use idem_runtime::idempotent;
+///
+/// #[idempotent(store = "app.idem", retries = 5)]
+/// async fn create_payment(State(app): State<AppState>, Json(req): Json<NewPayment>)
+///     -> Result<(StatusCode, Json<Payment>), ApiError> { /* ... */ }
+///
+/// let app = Router::new().route("/payments", post(create_payment)).with_state(state);
+/// ```
+///
+/// Arguments, all `name = value`:
+///
+/// | argument | value | default |
+/// |---|---|---|
+/// | `store` | a string holding an expression that yields the store (`&Store`, `Store`, `Arc<Store>`, a static); names bound by the handler's parameter patterns are in scope: `"app.idem"`, `"crate::STORE"`, `"stores::payments()"` | required |
+/// | `retries` | attempts to store the response, 1 to 20 | `5` |
+/// | `backoff` | first and largest delay between attempts, `"100ms..2s"` | `"100ms..2s"` |
+/// | `ttl` | how long a completed response is replayed: `"24h"`, `"90m"` (units `ms`, `s`, `m`, `h`, `d`) | `"24h"` |
+/// | `lease` | how long an in-progress claim blocks duplicates; at most `ttl` | `"30s"` |
+/// | `header` | the request header carrying the key | `"Idempotency-Key"` |
+/// | `optional` | when `true`, a request without the header runs with no idempotency | `false` |
+/// | `scope` | a string holding an expression (anything `Display`) that namespaces keys, like `"user.tenant_id"` | none |
+/// | `key` | plain-function mode: not supported yet | |
+/// | `crate` | the path to the runtime, for re-exports | `"::idem_runtime"` |
+///
+/// The function keeps its name, visibility, docs and other attributes; put
+/// `#[axum::debug_handler]` *below* `#[idempotent]` so it checks the generated function. It
+/// must be a non-generic `async fn` without `self`. Its last parameter is wrapped, so call it
+/// through a router, not directly. Wrong arguments are compile errors at the offending token.
 #[proc_macro_attribute]
-pub fn idempotent(_args: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand(args.into(), item.into()).into()
+}
+
+/// The whole rewrite, on `proc_macro2` tokens (so that it is testable). On error, the
+/// original function is emitted unchanged next to the errors, so the rest of the crate
+/// keeps type-checking and the IDE keeps working.
+fn expand(
+    args: proc_macro2::TokenStream,
+    item: proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
+    let args = syn::parse2::<Args>(args).and_then(|args| args.check().map(|()| args));
+    let handler = Handler::parse(item.clone());
+    match (args, handler) {
+        (Ok(args), Ok(handler)) => emit::emit(&args, handler),
+        (args, handler) => {
+            let mut errors = Errors::default();
+            if let Err(error) = args {
+                errors.push(error);
+            }
+            if let Err(error) = handler {
+                errors.push(error);
+            }
+            let mut tokens = item;
+            if let Err(error) = errors.finish() {
+                tokens.extend(error.into_compile_error());
+            }
+            tokens
+        }
+    }
 }

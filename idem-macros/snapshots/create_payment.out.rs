@@ -1,0 +1,27 @@
+/// Records a payment; a retry with the same `Idempotency-Key` gets the first answer back.
+pub async fn create_payment(
+    State(app): State<AppState>,
+    __idem_last: ::idem_runtime::__private::Fingerprinted<Json<NewPayment>>,
+) -> ::idem_runtime::__private::Response {
+    let (Json(req), __idem_head) = __idem_last.into_parts();
+    let __idem_store = ::idem_runtime::__private::store(&(app.idem));
+    const __IDEM_CONFIG: ::idem_runtime::__private::Config = ::idem_runtime::__private::Config::new()
+        .retries(5);
+    ::idem_runtime::__private::run(
+            __idem_store,
+            &__IDEM_CONFIG,
+            ::idem_runtime::__private::target(
+                ::core::concat!(::core::module_path!(), "::create_payment"),
+                ::std::string::String::new(),
+            ),
+            __idem_head,
+            ::idem_runtime::__private::typed::<
+                Result<(StatusCode, Json<Payment>), ApiError>,
+                _,
+            >(async move {
+                let payment = app.payments.record(req.amount, &req.currency).await?;
+                Ok((StatusCode::CREATED, Json(payment)))
+            }),
+        )
+        .await
+}

@@ -1,0 +1,18 @@
+#[idempotent(
+    store = "crate::STORE",
+    retries = 3,
+    backoff = "50ms..1s",
+    ttl = "90m",
+    lease = "1500ms",
+    header = "X-Request-Key",
+    optional = true,
+    scope = "tenant.0",
+    crate = "crate::reexported::idem",
+)]
+#[axum::debug_handler]
+async fn ping(Extension(tenant): Extension<Tenant>) -> impl IntoResponse {
+    if tenant.is_banned() {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    "pong".into_response()
+}

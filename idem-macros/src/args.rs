@@ -1,0 +1,307 @@
+//! Step 1: the attribute's arguments, `name = value` each, checked as they are read.
+
+use std::time::Duration;
+
+use proc_macro2::Span;
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream};
+use syn::{Error, Expr, ExprLit, Ident, Lit, LitBool, LitStr, Path, Token};
+
+use crate::duration::{parse_backoff, parse_duration};
+
+/// Every argument: its name, what its value is, and an example of one (for messages).
+const ARGUMENTS: [(&str, &str, &str); 10] = [
+    (
+        "store",
+        "a string holding a Rust expression",
+        "\"app.idem\"",
+    ),
+    ("retries", "an integer from 1 to 20", "5"),
+    (
+        "backoff",
+        "a string range of two durations",
+        "\"100ms..2s\"",
+    ),
+    ("ttl", "a string duration", "\"24h\""),
+    ("lease", "a string duration", "\"30s\""),
+    ("header", "a string header name", "\"Idempotency-Key\""),
+    ("optional", "a bool", "true"),
+    (
+        "scope",
+        "a string holding a Rust expression",
+        "\"user.tenant_id\"",
+    ),
+    ("key", "a string holding a Rust expression", "\"job.id\""),
+    ("crate", "a string path", "\"::idem_runtime\""),
+];
+
+/// The runtime's defaults for `ttl` and `lease` (`idem_runtime::Config::new`), needed here
+/// only to refuse a lease longer than the ttl when just one of the two is written.
+const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// The largest `retries`.
+const MAX_RETRIES: u32 = 20;
+
+/// A value as written, with the span of its literal (for errors about it).
+#[derive(Debug, Clone)]
+pub(crate) struct Spanned<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+/// The parsed arguments. Each is `None` when not written (the runtime's default applies).
+#[derive(Default)]
+pub(crate) struct Args {
+    pub store: Option<Expr>,
+    pub retries: Option<Spanned<u32>>,
+    pub backoff: Option<Spanned<(Duration, Duration)>>,
+    pub ttl: Option<Spanned<Duration>>,
+    pub lease: Option<Spanned<Duration>>,
+    pub header: Option<LitStr>,
+    pub optional: Option<LitBool>,
+    pub scope: Option<Expr>,
+    /// Plain-function mode (a later step): parsed, then refused by [`Args::check`].
+    pub key: Option<Spanned<Expr>>,
+    pub krate: Option<Path>,
+}
+
+impl Parse for Args {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut args = Args::default();
+        let mut seen: Vec<String> = Vec::new();
+        while !input.is_empty() {
+            if !input.peek(Ident::peek_any) {
+                return Err(input.error(format!("expected an argument name, one of {}", names())));
+            }
+            let name = input.call(Ident::parse_any)?;
+            let text = name.to_string();
+            let Some(&(_, takes, example)) = ARGUMENTS.iter().find(|(n, ..)| *n == text) else {
+                return Err(Error::new(
+                    name.span(),
+                    format!("unknown argument `{text}`; expected one of {}", names()),
+                ));
+            };
+            if seen.contains(&text) {
+                return Err(Error::new(
+                    name.span(),
+                    format!("`{text}` is given more than once"),
+                ));
+            }
+            seen.push(text.clone());
+            if !input.peek(Token![=]) {
+                return Err(Error::new(
+                    name.span(),
+                    format!("expected `{text} = {example}`: `{text}` takes {takes}"),
+                ));
+            }
+            input.parse::<Token![=]>()?;
+            let value: Expr = input.parse()?;
+            let wrong_type = || {
+                Error::new_spanned(
+                    &value,
+                    format!("`{text}` takes {takes}, like `{text} = {example}`"),
+                )
+            };
+            args.set(&name, &value, wrong_type)?;
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(args)
+    }
+}
+
+impl Args {
+    fn set(
+        &mut self,
+        name: &Ident,
+        value: &Expr,
+        wrong_type: impl Fn() -> Error,
+    ) -> syn::Result<()> {
+        let lit = match value {
+            Expr::Lit(ExprLit { lit, .. }) => lit,
+            _ => return Err(wrong_type()),
+        };
+        let text = name.to_string();
+        match (text.as_str(), lit) {
+            ("store", Lit::Str(s)) => self.store = Some(expression(&text, s)?),
+            ("scope", Lit::Str(s)) => self.scope = Some(expression(&text, s)?),
+            ("key", Lit::Str(s)) => {
+                self.key = Some(Spanned {
+                    value: expression(&text, s)?,
+                    span: name.span(),
+                })
+            }
+            ("retries", Lit::Int(n)) => {
+                let retries = n
+                    .base10_parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_RETRIES).contains(n));
+                let Some(value) = retries else {
+                    return Err(Error::new(
+                        n.span(),
+                        format!(
+                            "`retries` must be from 1 to {MAX_RETRIES} (attempts to store the response), got {}",
+                            n.base10_digits()
+                        ),
+                    ));
+                };
+                self.retries = Some(Spanned {
+                    value,
+                    span: n.span(),
+                });
+            }
+            ("backoff", Lit::Str(s)) => {
+                let value = parse_backoff(&s.value())
+                    .map_err(|e| Error::new(s.span(), format!("`backoff`: {e}")))?;
+                self.backoff = Some(Spanned {
+                    value,
+                    span: s.span(),
+                });
+            }
+            ("ttl", Lit::Str(s)) => self.ttl = Some(positive_duration(&text, s)?),
+            ("lease", Lit::Str(s)) => self.lease = Some(positive_duration(&text, s)?),
+            ("header", Lit::Str(s)) => {
+                check_header_name(&s.value()).map_err(|e| Error::new(s.span(), e))?;
+                self.header = Some(s.clone());
+            }
+            ("optional", Lit::Bool(b)) => self.optional = Some(b.clone()),
+            ("crate", Lit::Str(s)) => {
+                let path = s.parse_with(Path::parse_mod_style).map_err(|_| {
+                    Error::new(
+                        s.span(),
+                        format!(
+                            "`crate` takes a path to the runtime crate, like \"::idem_runtime\" or \"my_crate::idem\"; got {:?}",
+                            s.value()
+                        ),
+                    )
+                })?;
+                self.krate = Some(path);
+            }
+            _ => return Err(wrong_type()),
+        }
+        Ok(())
+    }
+
+    /// The checks that need more than one argument: `store` is required, `key` is not
+    /// supported yet, and a lease must not outlive the record it protects.
+    pub(crate) fn check(&self) -> syn::Result<()> {
+        let mut errors = Errors::default();
+        if self.store.is_none() {
+            errors.push(Error::new(
+                Span::call_site(),
+                "missing `store`: write `store = \"EXPR\"`, an expression yielding the idempotency \
+                 store, such as `store = \"app.idem\"` (a name bound by a parameter pattern), \
+                 `store = \"crate::STORE\"` or `store = \"stores::payments()\"`",
+            ));
+        }
+        if let Some(key) = &self.key {
+            errors.push(Error::new(
+                key.span,
+                "`key` (plain-function mode) is not supported yet: on an axum handler the key \
+                 comes from a request header; choose it with `header = \"...\"`",
+            ));
+        }
+        let ttl = self.ttl.as_ref().map_or(DEFAULT_TTL, |t| t.value);
+        let lease = self.lease.as_ref().map_or(DEFAULT_LEASE, |l| l.value);
+        if lease > ttl {
+            let (span, named, fix) = match (&self.lease, &self.ttl) {
+                (Some(lease), _) => (
+                    lease.span,
+                    "`lease`",
+                    "shorten the lease or lengthen the ttl",
+                ),
+                (None, ttl) => (
+                    ttl.as_ref().map_or_else(Span::call_site, |t| t.span),
+                    "the default `lease`",
+                    "lengthen the ttl or set a shorter `lease`",
+                ),
+            };
+            errors.push(Error::new(
+                span,
+                format!(
+                    "{named} ({}) is longer than `ttl` ({}): a claim must not outlive the record it protects; {fix}",
+                    describe(lease),
+                    describe(ttl)
+                ),
+            ));
+        }
+        errors.finish()
+    }
+}
+
+/// Collects errors, so that one compilation reports every mistake it can.
+#[derive(Default)]
+pub(crate) struct Errors(Option<Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, error: Error) {
+        match &mut self.0 {
+            Some(errors) => errors.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    pub(crate) fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+fn names() -> String {
+    let names: Vec<String> = ARGUMENTS.iter().map(|(n, ..)| format!("`{n}`")).collect();
+    names.join(", ")
+}
+
+fn expression(name: &str, s: &LitStr) -> syn::Result<Expr> {
+    s.parse::<Expr>().map_err(|e| {
+        Error::new(
+            s.span(),
+            format!(
+                "`{name}` must hold a Rust expression, like {}; {:?} is not one: {e}",
+                ARGUMENTS
+                    .iter()
+                    .find(|(n, ..)| *n == name)
+                    .map_or("\"app.idem\"", |(.., example)| example),
+                s.value()
+            ),
+        )
+    })
+}
+
+fn positive_duration(name: &str, s: &LitStr) -> syn::Result<Spanned<Duration>> {
+    let value =
+        parse_duration(&s.value()).map_err(|e| Error::new(s.span(), format!("`{name}`: {e}")))?;
+    if value.is_zero() {
+        return Err(Error::new(
+            s.span(),
+            format!("`{name}` must be longer than zero"),
+        ));
+    }
+    Ok(Spanned {
+        value,
+        span: s.span(),
+    })
+}
+
+/// A header name is an RFC 9110 token: visible ASCII letters, digits and `!#$%&'*+-.^_`|~`.
+fn check_header_name(name: &str) -> Result<(), String> {
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(tchar) {
+        return Err(format!(
+            "`header` must be a valid HTTP header name (letters, digits and `!#$%&'*+-.^_`|~`), like \"Idempotency-Key\"; got {name:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// `1500ms`, `30s`, `2m`: how a duration reads in a message.
+pub(crate) fn describe(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        _ if ms % 3_600_000 == 0 && ms > 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 && ms > 0 => format!("{}m", ms / 60_000),
+        _ if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        _ => format!("{ms}ms"),
+    }
+}

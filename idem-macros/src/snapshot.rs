@@ -1,0 +1,152 @@
+//! The expansion, input tokens to pretty-printed output, compared with the committed files in
+//! `snapshots/` (`NAME.in.rs` expands to `NAME.out.rs`), so that a change to it shows in
+//! review. `IDEM_SNAPSHOTS=overwrite cargo test -p idem-macros` rewrites the outputs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use quote::ToTokens;
+use syn::{ItemFn, Meta};
+
+use crate::expand;
+
+fn snapshots() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots")
+}
+
+/// Expands the function in `source`, taking the arguments from its `#[idempotent(...)]`.
+fn expand_source(source: &str) -> String {
+    let mut item: ItemFn = syn::parse_str(source).expect("the input is a function");
+    let at = item
+        .attrs
+        .iter()
+        .position(|attr| attr.path().is_ident("idempotent"))
+        .expect("the input has #[idempotent(...)]");
+    let args = match item.attrs.remove(at).meta {
+        Meta::List(list) => list.tokens,
+        _ => proc_macro2::TokenStream::new(),
+    };
+    let output = expand(args, item.into_token_stream());
+    let file: syn::File = syn::parse2(output).expect("the expansion parses as a file");
+    prettyplease::unparse(&file)
+}
+
+#[test]
+fn expansions_match_their_snapshots() {
+    let overwrite = std::env::var_os("IDEM_SNAPSHOTS").is_some_and(|v| v == "overwrite");
+    let mut inputs: Vec<PathBuf> = fs::read_dir(snapshots())
+        .expect("snapshots/ exists")
+        .map(|entry| entry.expect("a readable entry").path())
+        .filter(|path| path.to_string_lossy().ends_with(".in.rs"))
+        .collect();
+    inputs.sort();
+    assert!(!inputs.is_empty(), "no snapshot inputs in snapshots/");
+    let mut stale = Vec::new();
+    for input in inputs {
+        let source = fs::read_to_string(&input).expect("a readable input");
+        let expanded = expand_source(&source);
+        let output = PathBuf::from(input.to_string_lossy().replace(".in.rs", ".out.rs"));
+        if overwrite {
+            fs::write(&output, &expanded).expect("a writable snapshot");
+            continue;
+        }
+        match fs::read_to_string(&output) {
+            Ok(expected) if expected == expanded => {}
+            Ok(expected) => {
+                eprintln!(
+                    "--- {}\n{expected}\n+++ expanded\n{expanded}",
+                    output.display()
+                );
+                stale.push(output);
+            }
+            Err(_) => {
+                eprintln!("+++ {} (missing)\n{expanded}", output.display());
+                stale.push(output);
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "expansions differ from {stale:?}; review them and rerun with IDEM_SNAPSHOTS=overwrite"
+    );
+}
+
+#[test]
+fn on_error_the_original_function_stays_next_to_the_errors() {
+    let source = r#"
+        #[idempotent(retries = 0)]
+        fn not_async(self) -> u8 { 1 }
+    "#;
+    let expanded = expand_source(source);
+    assert!(expanded.contains("fn not_async(self) -> u8"), "{expanded}");
+    for message in [
+        "`retries` must be from 1 to 20",
+        "goes on an `async fn`",
+        "`self` receivers",
+    ] {
+        assert!(expanded.contains(message), "{message:?} in {expanded}");
+    }
+}
+
+#[test]
+fn argument_errors_name_what_was_expected() {
+    let cases = [
+        (
+            "stor = \"s\"",
+            "unknown argument `stor`; expected one of `store`, `retries`",
+        ),
+        (
+            "store = \"s\", store = \"t\"",
+            "`store` is given more than once",
+        ),
+        (
+            "store = s",
+            "`store` takes a string holding a Rust expression",
+        ),
+        (
+            "store = \"s\", retries = 21",
+            "`retries` must be from 1 to 20",
+        ),
+        (
+            "store = \"s\", retries = \"5\"",
+            "`retries` takes an integer from 1 to 20",
+        ),
+        (
+            "store = \"s\", ttl = \"1 day\"",
+            "`ttl`: expected a whole number and a unit",
+        ),
+        (
+            "store = \"s\", backoff = \"2s\"",
+            "`backoff`: expected a range",
+        ),
+        (
+            "store = \"s\", lease = \"2h\", ttl = \"1h\"",
+            "`lease` (2h) is longer than `ttl` (1h)",
+        ),
+        (
+            "store = \"s\", ttl = \"10s\"",
+            "the default `lease` (30s) is longer than `ttl` (10s)",
+        ),
+        (
+            "store = \"s\", header = \"Idempotency Key\"",
+            "valid HTTP header name",
+        ),
+        ("store = \"s\", optional = 1", "`optional` takes a bool"),
+        ("store = \"a..=\"", "`store` must hold a Rust expression"),
+        ("store = \"s\", crate = \"1\"", "`crate` takes a path"),
+        (
+            "store = \"s\", key = \"job.id\"",
+            "`key` (plain-function mode) is not supported yet",
+        ),
+        ("retries = 5", "missing `store`"),
+        ("optional", "expected `optional = true`"),
+    ];
+    for (args, message) in cases {
+        let source = format!("#[idempotent({args})] async fn f() {{}}");
+        let expanded = expand_source(&source);
+        assert!(
+            expanded.contains(message),
+            "{args}: {message:?} in {expanded}"
+        );
+    }
+}

@@ -68,6 +68,12 @@ pub use record::{
     Acquired, Claim, ClaimOutcome, DecodeError, FAILED_STORAGE_STATUS, OwnerToken, Record,
     RecordId, RecordState, StoredResponse,
 };
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use store::InvalidTableName;
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
 pub use store::{
     FailingStore, IdempotencyStore, MemoryStore, Op, Store, StoreError, StoreErrorKind,
 };

@@ -1,1 +1,4 @@
+//! Shared test support for the workspace's integration tests.
 
+pub mod conformance;
+pub mod pg;

@@ -17,9 +17,21 @@ use crate::record::{Claim, ClaimOutcome, Record, RecordId, StoredResponse};
 
 mod failing;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use failing::{FailingStore, Op};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{CLAIM_ATTEMPTS, PostgresStore};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use sql::{DEFAULT_TABLE, InvalidTableName};
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 /// A boxed, `Send` future: what the trait's methods return, so stores can be `dyn`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,0 +1,559 @@
+//! One conformance suite for every [`IdempotencyStore`]: the contract of SPEC section 4, case
+//! by case. [`conformance_tests!`](crate::conformance_tests) turns it into `#[tokio::test]`s
+//! for a store constructor.
+//!
+//! The cases run on real time with short leases and TTLs, because SQL stores judge time by the
+//! database's clock, which a paused tokio clock cannot move. A case sleeps only where the
+//! store's clock must pass a lease or a TTL.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use idem_runtime::{
+    Acquired, Claim, ClaimOutcome, Fingerprint, IdempotencyKey, OwnerToken, Record, RecordId,
+    RecordState, Store, StoredResponse,
+};
+
+/// A lease or TTL that outlives any case.
+pub const LONG: Duration = Duration::from_secs(60);
+/// A lease or TTL that a case waits out.
+pub const SHORT: Duration = Duration::from_millis(200);
+/// How long a case waits for a [`SHORT`] duration to pass on the store's clock.
+pub const PAST_SHORT: Duration = Duration::from_millis(350);
+
+const HANDLER: &str = "conformance::create_payment";
+
+/// Generates one `#[tokio::test]` per conformance case. `$make` is an `async fn()` returning
+/// `Option<(Store, Guard)>`: `None` skips (it must have said why), and the guard lives as long
+/// as the case, to clean up a database or file afterwards.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:path) => {
+        $crate::conformance_tests!(@cases $make;
+            new_key_is_acquired_as_new,
+            completed_record_is_returned_for_replay,
+            other_fingerprint_meets_the_standing_record_in_any_state,
+            live_claim_is_returned_with_its_lease_remaining,
+            abandoned_claim_is_taken_over_as_abandoned,
+            failed_storage_is_taken_over_as_failed_storage,
+            expired_record_is_new_even_for_another_request,
+            stale_owner_cannot_complete_fail_release_or_renew,
+            renew_extends_a_live_lease_only,
+            release_forgets_the_record,
+            get_ignores_expired_records,
+            purge_removes_only_expired_records_in_batches,
+            one_winner_among_64_concurrent_claimers,
+            one_winner_among_64_concurrent_takeovers,
+            many_keys_in_parallel,
+            scope_and_handler_isolate_records,
+            headers_and_body_bytes_round_trip,
+        );
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                $crate::conformance::$case(&store).await;
+            }
+        )*
+    };
+}
+
+/// A key no other case uses.
+pub fn fresh_key() -> IdempotencyKey {
+    let text = format!("key-{}", OwnerToken::random().to_hex());
+    IdempotencyKey::parse(&text).expect("generated keys are valid")
+}
+
+/// A record identity under the suite's handler and no scope.
+pub fn fresh_id() -> RecordId {
+    RecordId::new("", HANDLER, fresh_key())
+}
+
+/// The fingerprint of a request named `what`.
+pub fn fingerprint(what: &str) -> Fingerprint {
+    Fingerprint::of_parts(&[what.as_bytes()])
+}
+
+/// A claim with a fresh token.
+pub fn claim(id: &RecordId, request: &str, lease: Duration, ttl: Duration) -> Claim {
+    Claim {
+        id: id.clone(),
+        fingerprint: fingerprint(request),
+        token: OwnerToken::random(),
+        lease,
+        ttl,
+    }
+}
+
+/// A small JSON response.
+pub fn response(status: u16, body: &'static [u8]) -> StoredResponse {
+    StoredResponse {
+        status,
+        headers: vec![(
+            "content-type".to_owned(),
+            Bytes::from_static(b"application/json"),
+        )],
+        body: Bytes::from_static(body),
+    }
+}
+
+async fn claim_ok(store: &Store, claim: &Claim) -> ClaimOutcome {
+    store
+        .backend()
+        .claim(claim)
+        .await
+        .expect("the store answers claims")
+}
+
+async fn complete_ok(store: &Store, claim: &Claim, response: &StoredResponse) {
+    let done = store.backend().complete(claim, response).await;
+    assert!(
+        matches!(done, Ok(true)),
+        "the owner completes its claim: {done:?}"
+    );
+}
+
+async fn get_ok(store: &Store, id: &RecordId) -> Option<Record> {
+    store.get(id).await.expect("the store answers reads")
+}
+
+fn existing(outcome: ClaimOutcome) -> Record {
+    match outcome {
+        ClaimOutcome::Existing(record) => record,
+        other => panic!("expected the standing record, got {other:?}"),
+    }
+}
+
+fn lease_remaining(record: &Record) -> Duration {
+    match record.state {
+        RecordState::InProgress { lease_remaining } => lease_remaining,
+        ref other => panic!("expected IN_PROGRESS, got {other:?}"),
+    }
+}
+
+/// No record: the claim is acquired as new and reads back IN_PROGRESS with a live lease.
+pub async fn new_key_is_acquired_as_new(store: &Store) {
+    let id = fresh_id();
+    let first = claim(&id, "a", LONG, LONG);
+    assert_eq!(
+        claim_ok(store, &first).await,
+        ClaimOutcome::Acquired(Acquired::New)
+    );
+    let record = get_ok(store, &id).await.expect("the claim is stored");
+    assert_eq!(record.fingerprint, first.fingerprint);
+    let lease = lease_remaining(&record);
+    assert!(lease > Duration::ZERO && lease <= LONG, "{lease:?}");
+}
+
+/// Same key, same fingerprint, COMPLETED: the claim returns the stored response.
+pub async fn completed_record_is_returned_for_replay(store: &Store) {
+    let id = fresh_id();
+    let first = claim(&id, "a", LONG, LONG);
+    claim_ok(store, &first).await;
+    let stored = response(201, br#"{"id":1}"#);
+    complete_ok(store, &first, &stored).await;
+
+    for _ in 0..2 {
+        let replay = existing(claim_ok(store, &claim(&id, "a", LONG, LONG)).await);
+        assert_eq!(replay.fingerprint, first.fingerprint);
+        assert_eq!(replay.state, RecordState::Completed(stored.clone()));
+    }
+    let read = get_ok(store, &id).await.map(|r| r.state);
+    assert_eq!(read, Some(RecordState::Completed(stored)));
+}
+
+/// Same key, another fingerprint: whatever the state, nothing is written and the standing
+/// record (with its first fingerprint) comes back; its owner still owns it.
+pub async fn other_fingerprint_meets_the_standing_record_in_any_state(store: &Store) {
+    // IN_PROGRESS, live.
+    let id = fresh_id();
+    let first = claim(&id, "a", LONG, LONG);
+    claim_ok(store, &first).await;
+    let met = existing(claim_ok(store, &claim(&id, "b", LONG, LONG)).await);
+    assert_eq!(met.fingerprint, first.fingerprint);
+    assert!(lease_remaining(&met) > Duration::ZERO);
+    // COMPLETED, by the first owner, whose token still holds.
+    let stored = response(200, b"done");
+    complete_ok(store, &first, &stored).await;
+    let met = existing(claim_ok(store, &claim(&id, "b", LONG, LONG)).await);
+    assert_eq!(met.fingerprint, first.fingerprint);
+    assert_eq!(met.state, RecordState::Completed(stored));
+
+    // FAILED_STORAGE is not taken over by another request.
+    let id = fresh_id();
+    let first = claim(&id, "a", LONG, LONG);
+    claim_ok(store, &first).await;
+    assert!(matches!(store.backend().fail(&first).await, Ok(true)));
+    let met = existing(claim_ok(store, &claim(&id, "b", LONG, LONG)).await);
+    assert_eq!(met.fingerprint, first.fingerprint);
+    assert_eq!(met.state, RecordState::FailedStorage);
+
+    // IN_PROGRESS, abandoned: still not another request's to take.
+    let id = fresh_id();
+    let first = claim(&id, "a", SHORT, LONG);
+    claim_ok(store, &first).await;
+    tokio::time::sleep(PAST_SHORT).await;
+    let met = existing(claim_ok(store, &claim(&id, "b", LONG, LONG)).await);
+    assert_eq!(met.fingerprint, first.fingerprint);
+    assert_eq!(lease_remaining(&met), Duration::ZERO);
+}
+
+/// Same key and fingerprint, IN_PROGRESS with a live lease: the record comes back with the
+/// time left on the lease, for `Retry-After`.
+pub async fn live_claim_is_returned_with_its_lease_remaining(store: &Store) {
+    let id = fresh_id();
+    let first = claim(&id, "a", LONG, LONG);
+    claim_ok(store, &first).await;
+    let met = existing(claim_ok(store, &claim(&id, "a", LONG, LONG)).await);
+    assert_eq!(met.fingerprint, first.fingerprint);
+    let lease = lease_remaining(&met);
+    assert!(
+        lease > LONG - Duration::from_secs(10) && lease <= LONG,
+        "{lease:?}"
+    );
+}
+
+/// Same key and fingerprint, IN_PROGRESS whose lease expired: taken over, as abandoned, and
+/// then live for the new owner.
+pub async fn abandoned_claim_is_taken_over_as_abandoned(store: &Store) {
+    let id = fresh_id();
+    let first = claim(&id, "a", SHORT, LONG);
+    claim_ok(store, &first).await;
+    tokio::time::sleep(PAST_SHORT).await;
+
+    let second = claim(&id, "a", LONG, LONG);
+    assert_eq!(
+        claim_ok(store, &second).await,
+        ClaimOutcome::Acquired(Acquired::Abandoned)
+    );
+    let met = existing(claim_ok(store, &claim(&id, "a", LONG, LONG)).await);
+    assert!(lease_remaining(&met) > SHORT);
+
+    let late = store
+        .backend()
+        .complete(&first, &response(200, b"late"))
+        .await;
+    assert!(matches!(late, Ok(false)), "{late:?}");
+    let stored = response(201, b"second");
+    complete_ok(store, &second, &stored).await;
+    let read = get_ok(store, &id).await.map(|r| r.state);
+    assert_eq!(read, Some(RecordState::Completed(stored)));
+}
+
+/// Same key and fingerprint, FAILED_STORAGE: taken over, as FAILED_STORAGE.
+pub async fn failed_storage_is_taken_over_as_failed_storage(store: &Store) {
+    let id = fresh_id();
+    let first = claim(&id, "a", LONG, LONG);
+    claim_ok(store, &first).await;
+    assert!(matches!(store.backend().fail(&first).await, Ok(true)));
+    let read = get_ok(store, &id).await.map(|r| r.state);
+    assert_eq!(read, Some(RecordState::FailedStorage));
+
+    let second = claim(&id, "a", LONG, LONG);
+    assert_eq!(
+        claim_ok(store, &second).await,
+        ClaimOutcome::Acquired(Acquired::FailedStorage)
+    );
+    let read = get_ok(store, &id).await.expect("taken over, not deleted");
+    assert!(lease_remaining(&read) > SHORT);
+    assert!(matches!(store.backend().fail(&first).await, Ok(false)));
+    complete_ok(store, &second, &response(200, b"ok")).await;
+}
+
+/// An expired record, COMPLETED or IN_PROGRESS, counts as no record: the claim is new, even
+/// for another fingerprint, and the old owner is fenced out.
+pub async fn expired_record_is_new_even_for_another_request(store: &Store) {
+    let done = fresh_id();
+    let first = claim(&done, "a", LONG, SHORT);
+    claim_ok(store, &first).await;
+    complete_ok(store, &first, &response(200, b"old")).await;
+    let running = fresh_id();
+    let stuck = claim(&running, "a", LONG, SHORT);
+    claim_ok(store, &stuck).await;
+    tokio::time::sleep(PAST_SHORT).await;
+
+    for (id, old) in [(&done, &first), (&running, &stuck)] {
+        let again = claim(id, "b", LONG, LONG);
+        assert_eq!(
+            claim_ok(store, &again).await,
+            ClaimOutcome::Acquired(Acquired::New)
+        );
+        let read = get_ok(store, id).await.expect("the new claim is stored");
+        assert_eq!(read.fingerprint, again.fingerprint);
+        assert!(lease_remaining(&read) > SHORT);
+        assert!(matches!(store.backend().release(old).await, Ok(false)));
+    }
+}
+
+/// Once a claim is taken over, its old token can change nothing; nor can a token that never
+/// claimed.
+pub async fn stale_owner_cannot_complete_fail_release_or_renew(store: &Store) {
+    let id = fresh_id();
+    let stale = claim(&id, "a", SHORT, LONG);
+    claim_ok(store, &stale).await;
+    tokio::time::sleep(PAST_SHORT).await;
+    let owner = claim(&id, "a", LONG, LONG);
+    assert_eq!(
+        claim_ok(store, &owner).await,
+        ClaimOutcome::Acquired(Acquired::Abandoned)
+    );
+    let stranger = claim(&id, "a", LONG, LONG);
+
+    for intruder in [&stale, &stranger] {
+        let backend = store.backend();
+        let stored = response(200, b"intruder");
+        assert!(matches!(
+            backend.complete(intruder, &stored).await,
+            Ok(false)
+        ));
+        assert!(matches!(backend.fail(intruder).await, Ok(false)));
+        assert!(matches!(backend.release(intruder).await, Ok(false)));
+        assert!(matches!(backend.renew(intruder).await, Ok(false)));
+    }
+    let read = get_ok(store, &id).await.expect("the owner's claim stands");
+    assert!(lease_remaining(&read) > SHORT);
+    assert!(matches!(store.backend().renew(&owner).await, Ok(true)));
+}
+
+/// Renewing sets the lease to `claim.lease` from now, so a renewed claim is not abandoned;
+/// renewing a completed record changes nothing.
+pub async fn renew_extends_a_live_lease_only(store: &Store) {
+    let id = fresh_id();
+    let first = claim(&id, "a", SHORT, LONG);
+    claim_ok(store, &first).await;
+    let longer = Claim {
+        lease: LONG,
+        ..first.clone()
+    };
+    assert!(matches!(store.backend().renew(&longer).await, Ok(true)));
+    tokio::time::sleep(PAST_SHORT).await;
+
+    let met = existing(claim_ok(store, &claim(&id, "a", LONG, LONG)).await);
+    let lease = lease_remaining(&met);
+    assert!(lease > LONG - Duration::from_secs(10), "{lease:?}");
+
+    complete_ok(store, &first, &response(200, b"ok")).await;
+    assert!(matches!(store.backend().renew(&first).await, Ok(false)));
+}
+
+/// Releasing deletes the record, so that the next claim is new.
+pub async fn release_forgets_the_record(store: &Store) {
+    let id = fresh_id();
+    let first = claim(&id, "a", LONG, LONG);
+    claim_ok(store, &first).await;
+    assert!(matches!(store.backend().release(&first).await, Ok(true)));
+    assert_eq!(get_ok(store, &id).await, None);
+    assert!(matches!(store.backend().release(&first).await, Ok(false)));
+    assert_eq!(
+        claim_ok(store, &claim(&id, "b", LONG, LONG)).await,
+        ClaimOutcome::Acquired(Acquired::New)
+    );
+}
+
+/// A record past its TTL reads as `None`; completing starts the TTL anew.
+pub async fn get_ignores_expired_records(store: &Store) {
+    let id = fresh_id();
+    let first = claim(&id, "a", LONG, SHORT);
+    claim_ok(store, &first).await;
+    complete_ok(store, &first, &response(200, b"ok")).await;
+    assert!(get_ok(store, &id).await.is_some());
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(get_ok(store, &id).await, None);
+}
+
+/// Purging deletes expired records, any state, at most `limit` at a time, and nothing live.
+pub async fn purge_removes_only_expired_records_in_batches(store: &Store) {
+    let mut live = Vec::new();
+    for n in 0..5 {
+        let id = fresh_id();
+        let short = claim(&id, "a", LONG, SHORT);
+        claim_ok(store, &short).await;
+        if n % 2 == 0 {
+            complete_ok(store, &short, &response(200, b"ok")).await;
+        }
+    }
+    for _ in 0..2 {
+        let id = fresh_id();
+        let long = claim(&id, "a", LONG, LONG);
+        claim_ok(store, &long).await;
+        complete_ok(store, &long, &response(200, b"kept")).await;
+        live.push(id);
+    }
+    tokio::time::sleep(PAST_SHORT).await;
+
+    let batches = [
+        store.backend().purge(2).await.ok(),
+        store.backend().purge(2).await.ok(),
+        store.backend().purge(2).await.ok(),
+        store.backend().purge(2).await.ok(),
+    ];
+    assert_eq!(batches, [Some(2), Some(2), Some(1), Some(0)]);
+    for id in &live {
+        assert!(
+            get_ok(store, id).await.is_some(),
+            "a live record was purged"
+        );
+    }
+    assert!(matches!(store.purge_expired(10).await, Ok(0)));
+}
+
+async fn race(store: &Store, id: &RecordId, claimers: usize) -> Vec<ClaimOutcome> {
+    let tasks: Vec<_> = (0..claimers)
+        .map(|_| {
+            let store = store.clone();
+            let attempt = claim(id, "a", LONG, LONG);
+            tokio::spawn(async move { store.backend().claim(&attempt).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        let outcome = task.await.expect("claimers do not panic");
+        outcomes.push(outcome.expect("the store answers every claimer"));
+    }
+    outcomes
+}
+
+/// 64 concurrent claims of one new key: exactly one wins; the others see it in progress.
+pub async fn one_winner_among_64_concurrent_claimers(store: &Store) {
+    let id = fresh_id();
+    let outcomes = race(store, &id, 64).await;
+    let winners = outcomes
+        .iter()
+        .filter(|o| **o == ClaimOutcome::Acquired(Acquired::New))
+        .count();
+    assert_eq!(winners, 1, "{outcomes:?}");
+    for outcome in outcomes {
+        if let ClaimOutcome::Existing(record) = outcome {
+            assert!(lease_remaining(&record) > SHORT);
+        }
+    }
+}
+
+/// 64 concurrent takeovers of one abandoned claim: exactly one wins, as abandoned.
+pub async fn one_winner_among_64_concurrent_takeovers(store: &Store) {
+    let id = fresh_id();
+    claim_ok(store, &claim(&id, "a", SHORT, LONG)).await;
+    tokio::time::sleep(PAST_SHORT).await;
+    let outcomes = race(store, &id, 64).await;
+    let winners: Vec<_> = outcomes
+        .iter()
+        .filter(|o| matches!(o, ClaimOutcome::Acquired(_)))
+        .collect();
+    assert_eq!(
+        winners,
+        [&ClaimOutcome::Acquired(Acquired::Abandoned)],
+        "{outcomes:?}"
+    );
+}
+
+/// Many keys claimed, completed and replayed concurrently keep to themselves.
+pub async fn many_keys_in_parallel(store: &Store) {
+    const KEYS: usize = 100;
+    let tasks: Vec<_> = (0..KEYS)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = fresh_id();
+                let first = claim(&id, &format!("request {n}"), LONG, LONG);
+                let acquired = store.backend().claim(&first).await;
+                assert!(
+                    matches!(acquired, Ok(ClaimOutcome::Acquired(Acquired::New))),
+                    "{acquired:?}"
+                );
+                let stored = StoredResponse {
+                    status: 200,
+                    headers: Vec::new(),
+                    body: Bytes::from(format!("response {n}")),
+                };
+                let done = store.backend().complete(&first, &stored).await;
+                assert!(matches!(done, Ok(true)), "{done:?}");
+                (id, n, stored)
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for task in tasks {
+        let (id, n, stored) = task.await.expect("no task panics");
+        let replay =
+            existing(claim_ok(store, &claim(&id, &format!("request {n}"), LONG, LONG)).await);
+        assert_eq!(replay.state, RecordState::Completed(stored));
+        assert!(seen.insert(id.key.as_str().to_owned()));
+    }
+}
+
+/// One key under two scopes or two handlers is two records.
+pub async fn scope_and_handler_isolate_records(store: &Store) {
+    let key = fresh_key();
+    let ids = [
+        RecordId::new("", HANDLER, key.clone()),
+        RecordId::new("tenant-a", HANDLER, key.clone()),
+        RecordId::new("tenant-b", HANDLER, key.clone()),
+        RecordId::new("tenant-a", "conformance::refund", key.clone()),
+    ];
+    let mut claims = Vec::new();
+    for id in &ids {
+        let each = claim(id, "a", LONG, LONG);
+        assert_eq!(
+            claim_ok(store, &each).await,
+            ClaimOutcome::Acquired(Acquired::New),
+            "{id:?}"
+        );
+        claims.push(each);
+    }
+    let stored = response(201, b"tenant-a's");
+    complete_ok(store, &claims[1], &stored).await;
+    assert!(matches!(
+        store.backend().release(&claims[2]).await,
+        Ok(true)
+    ));
+
+    let mut read = Vec::new();
+    for id in &ids {
+        read.push(get_ok(store, id).await.map(|r| r.state));
+    }
+    assert!(matches!(read[0], Some(RecordState::InProgress { .. })));
+    assert_eq!(read[1], Some(RecordState::Completed(stored)));
+    assert_eq!(read[2], None);
+    assert!(matches!(read[3], Some(RecordState::InProgress { .. })));
+}
+
+/// Status, headers (order, repeats, raw non-UTF-8 values) and body bytes come back exactly.
+pub async fn headers_and_body_bytes_round_trip(store: &Store) {
+    let body: Vec<u8> = (0..=255u8).chain([0, 0, 255]).collect();
+    let responses = [
+        StoredResponse {
+            status: 202,
+            headers: vec![
+                (
+                    "content-type".into(),
+                    Bytes::from_static(b"application/octet-stream"),
+                ),
+                ("set-cookie".into(), Bytes::from_static(b"a=1")),
+                ("x-raw".into(), Bytes::from_static(b"caf\xe9 \xff\x00")),
+                ("set-cookie".into(), Bytes::from_static(b"b=2; Path=/")),
+                ("x-quote".into(), Bytes::from_static(b"\"[1,2]\" \\ \n")),
+                ("x-empty".into(), Bytes::new()),
+            ],
+            body: Bytes::from(body),
+        },
+        StoredResponse {
+            status: 204,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        },
+        response(599, b"{\"unicode\":\"\xc3\xa9\xe2\x82\xac\"}"),
+    ];
+    for stored in responses {
+        let id = fresh_id();
+        let first = claim(&id, "a", LONG, LONG);
+        claim_ok(store, &first).await;
+        complete_ok(store, &first, &stored).await;
+        let replay = existing(claim_ok(store, &claim(&id, "a", LONG, LONG)).await);
+        assert_eq!(replay.state, RecordState::Completed(stored));
+    }
+}

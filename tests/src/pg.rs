@@ -1,0 +1,331 @@
+//! A throwaway Postgres server for tests, one per test binary, and a fresh database per test.
+//!
+//! With `DATABASE_URL` set, that server is used instead and each test creates its database
+//! there. Otherwise the server is started from the system's binaries (`initdb`, `postgres`,
+//! found under `/usr/lib/postgresql/*/bin` or on `PATH`) in a folder under the temp dir, as
+//! the `postgres` user when running as root (initdb refuses root). A watchdog shell owns the
+//! server: it waits on a pipe from this process and, when the pipe closes (the test binary
+//! exits, however it exits), stops the server and deletes the folder.
+//!
+//! Without binaries and without `DATABASE_URL` the tests print a loud notice and skip, except
+//! under `CI=true`, where they fail.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use idem_runtime::{OwnerToken, PostgresStore, Store};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use tokio::sync::OnceCell;
+
+/// The server the tests in this binary share.
+pub struct Server {
+    admin: PgConnectOptions,
+    /// Whether `pg_stat_statements` is loaded (always on a server started here).
+    pub stat_statements: bool,
+    /// Kept open for the life of the process: closing it stops a server started here.
+    _watchdog: Option<Mutex<(Child, ChildStdin)>>,
+}
+
+/// A database of its own for one test (left behind on `DATABASE_URL`'s server only if the
+/// test binary dies; the next run there drops it).
+pub struct TestDb {
+    /// Options that connect to the test's database.
+    pub options: PgConnectOptions,
+    /// The database's name.
+    pub name: String,
+}
+
+static SERVER: OnceCell<Result<Server, String>> = OnceCell::const_new();
+
+/// Skips (printing why) or, under `CI=true`, fails.
+pub fn skip(reason: &str) {
+    let line = "!".repeat(78);
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{reason}: Postgres tests may not be skipped in CI");
+    }
+    eprintln!("\n{line}\n!! SKIPPED, Postgres unavailable: {reason}\n{line}\n");
+}
+
+/// The shared server, started on first use; `None` when unavailable (after [`skip`]).
+pub async fn server() -> Option<&'static Server> {
+    match SERVER.get_or_init(start).await {
+        Ok(server) => Some(server),
+        Err(reason) => {
+            skip(reason);
+            None
+        }
+    }
+}
+
+/// A fresh database on the shared server.
+pub async fn database() -> Option<TestDb> {
+    let server = server().await?;
+    Some(server.create_database().await)
+}
+
+/// A fresh database and a migrated store on it: the conformance suite's constructor.
+pub async fn fixture() -> Option<(Store, TestDb)> {
+    let db = database().await?;
+    let store = db.store().await;
+    Some((Store::new(store), db))
+}
+
+impl Server {
+    async fn admin(&self) -> PgConnection {
+        PgConnection::connect_with(&self.admin)
+            .await
+            .expect("the test server accepts connections")
+    }
+
+    /// Creates a database named `idem_t_<pid>_<n>_<random>`.
+    pub async fn create_database(&self) -> TestDb {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "idem_t_{}_{}_{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed),
+            &OwnerToken::random().to_hex()[..8]
+        );
+        let mut admin = self.admin().await;
+        // The name is made of [a-z0-9_] above: safe to splice.
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("CREATE DATABASE");
+        TestDb {
+            options: self.admin.clone().database(&name),
+            name,
+        }
+    }
+}
+
+impl TestDb {
+    /// A pool of its own on this database (each pool stands for one application instance).
+    pub async fn pool(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .test_before_acquire(false)
+            .connect_with(self.options.clone())
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// A store on a pool of its own, migrated.
+    pub async fn store(&self) -> PostgresStore {
+        let store = PostgresStore::new(self.pool().await);
+        store.migrate().await.expect("migrations run");
+        store
+    }
+
+    /// One plain connection.
+    pub async fn connect(&self) -> PgConnection {
+        PgConnection::connect_with(&self.options)
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+async fn start() -> Result<Server, String> {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return external(&url).await;
+    }
+    let bin = find_binaries().ok_or(
+        "no initdb/postgres binaries under /usr/lib/postgresql/*/bin or on PATH, and no \
+         DATABASE_URL (install the `postgresql` package; .ci/run does)",
+    )?;
+    let (watchdog, port, dir) = tokio::task::spawn_blocking(move || spawn_server(&bin))
+        .await
+        .map_err(|e| format!("starting postgres panicked: {e}"))??;
+    let admin = PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username("postgres")
+        .database("postgres");
+    let server = Server {
+        admin,
+        stat_statements: true,
+        _watchdog: Some(Mutex::new(watchdog)),
+    };
+    wait_until_ready(&server)
+        .await
+        .map_err(|e| format!("{e}\n{}", logs(&dir)))?;
+    Ok(server)
+}
+
+async fn external(url: &str) -> Result<Server, String> {
+    let admin = PgConnectOptions::from_str(url).map_err(|e| format!("DATABASE_URL: {e}"))?;
+    let mut conn = PgConnection::connect_with(&admin)
+        .await
+        .map_err(|e| format!("DATABASE_URL does not connect: {e}"))?;
+    let loaded: Option<String> = sqlx::query_scalar(
+        "SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'",
+    )
+    .fetch_optional(&mut conn)
+    .await
+    .map_err(|e| e.to_string())?;
+    drop_stale_databases(&mut conn).await;
+    Ok(Server {
+        admin,
+        stat_statements: loaded.is_some_and(|l| l.contains("pg_stat_statements")),
+        _watchdog: None,
+    })
+}
+
+/// Drops databases left by earlier test processes that are no longer running.
+async fn drop_stale_databases(conn: &mut PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'idem\\_t\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let pid = name.split('_').nth(2).unwrap_or("");
+        let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
+        let safe = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !alive && safe {
+            let _ = sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+                .execute(&mut *conn)
+                .await;
+        }
+    }
+}
+
+fn find_binaries() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin"))
+        .collect();
+    versions.sort_by_key(|dir| {
+        let version = dir.parent().and_then(|v| v.file_name());
+        version.and_then(|v| v.to_str()?.parse::<u32>().ok())
+    });
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default();
+    versions
+        .into_iter()
+        .rev()
+        .chain(on_path)
+        .chain([PathBuf::from("/usr/local/bin")])
+        .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+/// The script the watchdog runs: initdb, start postgres, wait for stdin to close, stop, clean.
+const WATCHDOG: &str = r#"
+dir="$1"; bin="$2"; port="$3"
+"$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C --no-sync \
+    >"$dir/initdb.log" 2>&1 || { echo "initdb failed" >"$dir/failed"; exit 1; }
+preload=""
+if [ -f "$("$bin/pg_config" --pkglibdir 2>/dev/null)/pg_stat_statements.so" ] \
+    || [ -f "$bin/../lib/pg_stat_statements.so" ]; then
+    preload="pg_stat_statements"
+fi
+"$bin/postgres" -D "$dir/data" -p "$port" -k "$dir" -c listen_addresses=127.0.0.1 \
+    -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+    -c max_connections=300 -c shared_preload_libraries="$preload" \
+    >"$dir/postgres.log" 2>&1 &
+pid=$!
+cat >/dev/null
+kill -INT "$pid" 2>/dev/null
+wait "$pid"
+rm -rf "$dir"
+"#;
+
+fn spawn_server(bin: &Path) -> Result<((Child, ChildStdin), u16, PathBuf), String> {
+    let dir = std::env::temp_dir().join(format!(
+        "idem-pg-{}-{}",
+        std::process::id(),
+        &OwnerToken::random().to_hex()[..8]
+    ));
+    std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    let mut command = if is_root() {
+        let owner = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status();
+        if !owner.is_ok_and(|s| s.success()) {
+            return Err("running as root, and `chown postgres` failed (no postgres user?)".into());
+        }
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "sh", "-c", WATCHDOG, "watchdog"]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", WATCHDOG, "watchdog"]);
+        c
+    };
+    let mut child = command
+        .arg(&dir)
+        .arg(bin)
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("spawn the postgres watchdog: {e}"))?;
+    let stdin = child.stdin.take().ok_or("the watchdog has no stdin pipe")?;
+    eprintln!(
+        "test postgres: {} on 127.0.0.1:{port}, data in {}",
+        bin.display(),
+        dir.display()
+    );
+    Ok(((child, stdin), port, dir))
+}
+
+async fn wait_until_ready(server: &Server) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match PgConnection::connect_with(&server.admin).await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                return Ok(());
+            }
+            Err(error) => {
+                if let Some(watchdog) = &server._watchdog {
+                    let mut guard = watchdog.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Ok(Some(status)) = guard.0.try_wait() {
+                        return Err(format!(
+                            "the postgres watchdog exited ({status}) before the server was \
+                             ready; last error: {error}"
+                        ));
+                    }
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("postgres did not start within 30s: {error}"));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// What initdb and postgres wrote, for a failure message.
+fn logs(dir: &Path) -> String {
+    ["initdb.log", "postgres.log"]
+        .iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            format!("--- {name} ({}) ---\n{text}", dir.display())
+        })
+        .collect()
+}

@@ -5,23 +5,25 @@ pub async fn create_payment(
 ) -> ::idem_runtime::__private::Response {
     let (Json(req), __idem_head) = __idem_last.into_parts();
     let __idem_store = ::idem_runtime::__private::store(&(app.idem));
+    let __idem_target = ::idem_runtime::__private::target(
+        ::core::concat!(::core::module_path!(), "::create_payment"),
+        ::std::string::String::new(),
+    );
+    let __idem_body = ::idem_runtime::__private::typed::<
+        Result<(StatusCode, Json<Payment>), ApiError>,
+        _,
+    >(async move {
+        let payment = app.payments.record(req.amount, &req.currency).await?;
+        Ok((StatusCode::CREATED, Json(payment)))
+    });
     const __IDEM_CONFIG: ::idem_runtime::__private::Config = ::idem_runtime::__private::Config::new()
         .retries(5);
     ::idem_runtime::__private::run(
             __idem_store,
             &__IDEM_CONFIG,
-            ::idem_runtime::__private::target(
-                ::core::concat!(::core::module_path!(), "::create_payment"),
-                ::std::string::String::new(),
-            ),
+            __idem_target,
             __idem_head,
-            ::idem_runtime::__private::typed::<
-                Result<(StatusCode, Json<Payment>), ApiError>,
-                _,
-            >(async move {
-                let payment = app.payments.record(req.amount, &req.currency).await?;
-                Ok((StatusCode::CREATED, Json(payment)))
-            }),
+            __idem_body,
         )
         .await
 }

@@ -4,6 +4,19 @@ async fn ping(
 ) -> crate::reexported::idem::__private::Response {
     let (Extension(tenant), __idem_head) = __idem_last.into_parts();
     let __idem_store = crate::reexported::idem::__private::store(&(crate::STORE));
+    let __idem_target = crate::reexported::idem::__private::target(
+        ::core::concat!(::core::module_path!(), "::ping"),
+        crate::reexported::idem::__private::scope(&(tenant.0)),
+    );
+    let __idem_body = crate::reexported::idem::__private::typed::<
+        _,
+        _,
+    >(async move {
+        if tenant.is_banned() {
+            return StatusCode::FORBIDDEN.into_response();
+        }
+        "pong".into_response()
+    });
     const __IDEM_CONFIG: crate::reexported::idem::__private::Config = crate::reexported::idem::__private::Config::new()
         .retries(3)
         .backoff(
@@ -19,20 +32,9 @@ async fn ping(
     crate::reexported::idem::__private::run(
             __idem_store,
             &__IDEM_CONFIG,
-            crate::reexported::idem::__private::target(
-                ::core::concat!(::core::module_path!(), "::ping"),
-                crate::reexported::idem::__private::scope(&(tenant.0)),
-            ),
+            __idem_target,
             __idem_head,
-            crate::reexported::idem::__private::typed::<
-                _,
-                _,
-            >(async move {
-                if tenant.is_banned() {
-                    return StatusCode::FORBIDDEN.into_response();
-                }
-                "pong".into_response()
-            }),
+            __idem_body,
         )
         .await
 }

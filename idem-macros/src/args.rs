@@ -191,9 +191,9 @@ impl Args {
         if self.store.is_none() {
             errors.push(Error::new(
                 Span::call_site(),
-                "missing `store`: write `store = \"EXPR\"`, an expression yielding the idempotency \
-                 store, such as `store = \"app.idem\"` (a name bound by a parameter pattern), \
-                 `store = \"crate::STORE\"` or `store = \"stores::payments()\"`",
+                "missing `store = \"...\"`: a Rust expression yielding the idempotency store, \
+                 like \"app.idem\" (a name bound by a parameter), \"crate::STORE\" or \
+                 \"stores::payments()\"",
             ));
         }
         if let Some(key) = &self.key {

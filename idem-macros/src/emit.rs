@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use proc_macro2::{Literal, Span, TokenStream};
+use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned as _;
@@ -21,11 +21,17 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
         .unwrap_or_else(|| parse_quote!(::idem_runtime));
     let private = quote!(#krate::__private);
     let local = |name: &str| Ident::new(name, Span::mixed_site());
-    let (last, head, store, config) = (
+    let (last, head, store, target, config) = (
         local("__idem_last"),
         local("__idem_head"),
         local("__idem_store"),
+        local("__idem_target"),
         local("__IDEM_CONFIG"),
+    );
+    // Errors about the body's output (not a response) point at the return type.
+    let body = Ident::new(
+        "__idem_body",
+        Span::mixed_site().located_at(handler.output_span),
     );
 
     let Handler {
@@ -36,6 +42,7 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
         last: last_param,
         output,
         block,
+        ..
     } = handler;
     let (last_attrs, last_pat, last_ty) = match last_param {
         Some(param) => {
@@ -46,14 +53,17 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
         None => (Vec::new(), quote!(_), quote!(())),
     };
     // Spanned at the user's type, so that extractor errors point at the parameter.
-    let fingerprinted = quote_spanned!(last_ty.span()=> #private::Fingerprinted<#last_ty>);
-    // `Args::check` has made sure a store is given.
-    let store_expr = match &args.store {
-        Some(store) => quote!(#store),
+    let at_type = last_ty.span();
+    let private_at_type = respan(private.clone(), at_type);
+    let fingerprinted = quote_spanned!(at_type=> #private_at_type::Fingerprinted<#last_ty>);
+    // Spanned at the strings, so that type errors in them point there.
+    let store_value = match &args.store {
+        Some(expr) => quote_spanned!(expr.span()=> #private::store(&(#expr))),
+        // `Args::check` has made sure a store is given.
         None => quote!(::core::compile_error!("missing `store`")),
     };
-    let scope = match &args.scope {
-        Some(scope) => quote!(#private::scope(&(#scope))),
+    let scope_value = match &args.scope {
+        Some(expr) => quote_spanned!(expr.span()=> #private::scope(&(#expr))),
         None => quote!(::std::string::String::new()),
     };
     let name = Literal::string(&format!("::{}", ident.unraw()));
@@ -66,18 +76,33 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
             #(#last_attrs)* #last: #fingerprinted,
         ) -> #private::Response {
             let (#last_pat, #head) = #last.into_parts();
-            let #store = #private::store(&(#store_expr));
+            let #store = #store_value;
+            let #target = #private::target(
+                ::core::concat!(::core::module_path!(), #name),
+                #scope_value,
+            );
+            let #body = #private::typed::<#output, _>(async move #block);
             const #config: #private::Config = #config_value;
-            #private::run(
-                #store,
-                &#config,
-                #private::target(::core::concat!(::core::module_path!(), #name), #scope),
-                #head,
-                #private::typed::<#output, _>(async move #block),
-            )
-            .await
+            #private::run(#store, &#config, #target, #head, #body).await
         }
     }
+}
+
+/// The same tokens, located at `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut inner = Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                tree = TokenTree::Group(inner);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }
 
 /// `Config::new()` followed by one setter per argument written.

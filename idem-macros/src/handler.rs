@@ -1,7 +1,8 @@
 //! Step 2: the function under the attribute, checked to be an `async fn` axum handler that
 //! the expansion can wrap, and taken apart into what the expansion needs.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
+use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
 use syn::{
     Attribute, Block, Error, FnArg, Ident, Item, ItemFn, PatType, ReturnType, Safety, Type,
@@ -21,6 +22,8 @@ pub(crate) struct Handler {
     pub last: Option<PatType>,
     /// The return type with every `impl Trait` replaced by `_`, to pin the body's output.
     pub output: Type,
+    /// Where the return type is written (the name when there is none).
+    pub output_span: Span,
     pub block: Box<Block>,
 }
 
@@ -96,9 +99,9 @@ impl Handler {
         errors.finish()?;
 
         let last = params.pop();
-        let mut output = match &item.sig.output {
-            ReturnType::Default => parse_quote!(()),
-            ReturnType::Type(_, ty) => (**ty).clone(),
+        let (mut output, output_span) = match &item.sig.output {
+            ReturnType::Default => (parse_quote!(()), item.sig.ident.span()),
+            ReturnType::Type(_, ty) => ((**ty).clone(), ty.span()),
         };
         InferImplTrait::default().visit_type_mut(&mut output);
         Ok(Handler {
@@ -108,6 +111,7 @@ impl Handler {
             leading: params,
             last,
             output,
+            output_span,
             block: item.block,
         })
     }

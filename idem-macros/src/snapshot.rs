@@ -138,7 +138,7 @@ fn argument_errors_name_what_was_expected() {
             "store = \"s\", key = \"job.id\"",
             "`key` (plain-function mode) is not supported yet",
         ),
-        ("retries = 5", "missing `store`"),
+        ("retries = 5", "missing `store = "),
         ("optional", "expected `optional = true`"),
     ];
     for (args, message) in cases {

@@ -1,0 +1,19 @@
+#![allow(unused)]
+
+use axum::extract::State;
+use idem_runtime::{idempotent, Store};
+
+#[derive(Clone)]
+struct AppState {
+    idem: Store,
+}
+
+struct NotAnExtractor;
+
+// With `#[axum::debug_handler]` below, a parameter that is no extractor is reported at its
+// type, through the wrapper the expansion puts around the last parameter.
+#[idempotent(store = "app.idem")]
+#[axum::debug_handler]
+async fn handler(State(app): State<AppState>, body: NotAnExtractor) {}
+
+fn main() {}

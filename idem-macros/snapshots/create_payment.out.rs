@@ -1,5 +1,5 @@
-/// Records a payment; a retry with the same `Idempotency-Key` gets the first answer back.
-pub async fn create_payment(
+/// Charges once per key.
+async fn create_payment(
     State(app): State<AppState>,
     __idem_last: ::idem_runtime::__private::Fingerprinted<Json<NewPayment>>,
 ) -> ::idem_runtime::__private::Response {
@@ -10,14 +10,23 @@ pub async fn create_payment(
         ::std::string::String::new(),
     );
     let __idem_body = ::idem_runtime::__private::typed::<
-        Result<(StatusCode, Json<Payment>), ApiError>,
+        Result<(StatusCode, Json<Payment>), StatusCode>,
         _,
     >(async move {
-        let payment = app.payments.record(req.amount, &req.currency).await?;
-        Ok((StatusCode::CREATED, Json(payment)))
+        if req.amount <= 0 {
+            return Err(StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        Ok((
+            StatusCode::CREATED,
+            Json(Payment {
+                id: 1,
+                amount: req.amount,
+            }),
+        ))
     });
     const __IDEM_CONFIG: ::idem_runtime::__private::Config = ::idem_runtime::__private::Config::new()
-        .retries(5);
+        .retries(5)
+        .ttl(::core::time::Duration::from_secs(86400));
     ::idem_runtime::__private::run(
             __idem_store,
             &__IDEM_CONFIG,

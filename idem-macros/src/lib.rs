@@ -7,7 +7,7 @@
 //!
 //! ## What it expands to
 //!
-//! This handler:
+//! The handler of the README's quick start:
 //!
 //! ```ignore
 #![doc = include_str!("../snapshots/create_payment.in.rs")]

@@ -490,3 +490,24 @@ async fn an_optional_key_in_a_custom_header() {
     assert!(!ignored.replayed());
     assert_eq!(state.runs.load(Ordering::SeqCst), 4);
 }
+
+#[tokio::test]
+async fn the_applications_body_limit_applies_before_any_record() {
+    let (router, state) = app();
+    let router = router.layer(axum::extract::DefaultBodyLimit::max(16));
+    let large = send(
+        &router,
+        Call::new("/string", TEXT, "a body longer than sixteen bytes").request(Some(KEY)),
+    )
+    .await;
+    assert_eq!(large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(state.runs.load(Ordering::SeqCst), 0);
+    // The same key with a body under the limit runs: the 413 left no record.
+    let small = send(
+        &router,
+        Call::new("/string", TEXT, "short").request(Some(KEY)),
+    )
+    .await;
+    assert_eq!(small.status, StatusCode::OK);
+    assert_eq!(state.runs.load(Ordering::SeqCst), 1);
+}

@@ -449,6 +449,12 @@ pub async fn one_winner_among_64_concurrent_takeovers(store: &Store) {
         [&ClaimOutcome::Acquired(Acquired::Abandoned)],
         "{outcomes:?}"
     );
+    // The losers see the winner's live claim, not the abandoned one they raced for.
+    for outcome in outcomes {
+        if let ClaimOutcome::Existing(record) = outcome {
+            assert!(lease_remaining(&record) > SHORT, "{record:?}");
+        }
+    }
 }
 
 /// Many keys claimed, completed and replayed concurrently keep to themselves.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use idem_runtime::{Acquired, ClaimOutcome, IdempotencyStore, PostgresStore, RecordState, Store};
-use idem_tests::conformance::{LONG, PAST_SHORT, SHORT, claim, fresh_id, response};
+use idem_tests::conformance::{LONG, PAST_SHORT, SHORT, claim, fingerprint, fresh_id, response};
 use sqlx::PgConnection;
 use sqlx::postgres::PgPoolOptions;
 
@@ -266,4 +266,84 @@ async fn purge_deletes_in_bounded_batches_through_the_store_handle() {
     assert!(matches!(store.purge_expired(3).await, Ok(7)));
     let read = store.get(&kept).await.ok().flatten().map(|r| r.state);
     assert_eq!(read, Some(RecordState::FailedStorage));
+}
+
+/// Waits until some statement in this database waits on a lock.
+async fn until_blocked(admin: &mut PgConnection) {
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut *admin)
+        .await
+        .expect("read pg_stat_activity");
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the claim never blocked on the competing transaction");
+}
+
+/// READ COMMITTED corners, made to happen: a competing claim commits while ours waits on its
+/// row lock, after our statement's snapshot was taken. Ours must come back with the record as
+/// it now stands, having run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_loses_to_a_later_commit_returns_the_fresh_record() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let store = Store::new(db.store().await);
+    for corner in ["inserted", "taken over"] {
+        let id = fresh_id();
+        if corner == "taken over" {
+            let first = claim(&id, "a", SHORT, LONG);
+            store.backend().claim(&first).await.expect("claim");
+            tokio::time::sleep(PAST_SHORT).await;
+        }
+        let mut rival = db.connect().await;
+        sqlx::query("BEGIN")
+            .execute(&mut rival)
+            .await
+            .expect("begin");
+        // The rival's claim: a fresh row, or the abandoned one taken over, live for a minute.
+        sqlx::query(
+            "INSERT INTO idempotency_keys (scope, handler, idempotency_key, request_fingerprint,
+                 owner_token, locked_until, expires_at)
+             VALUES ($1, $2, $3, $4, 'rival', now() + interval '1 minute', now() + interval '1 hour')
+             ON CONFLICT (scope, handler, idempotency_key) DO UPDATE
+             SET owner_token = 'rival', acquired = 'abandoned', locked_until = excluded.locked_until",
+        )
+        .bind(&id.scope)
+        .bind(id.handler.as_ref())
+        .bind(id.key.as_str())
+        .bind(fingerprint("a").to_hex())
+        .execute(&mut rival)
+        .await
+        .expect("the rival claims");
+
+        let ours = claim(&id, "a", LONG, LONG);
+        let racing = {
+            let store = store.clone();
+            tokio::spawn(async move { store.backend().claim(&ours).await })
+        };
+        let mut admin = db.connect().await;
+        until_blocked(&mut admin).await;
+        sqlx::query("COMMIT")
+            .execute(&mut rival)
+            .await
+            .expect("commit");
+
+        let outcome = racing.await.expect("no panic");
+        match outcome {
+            Ok(ClaimOutcome::Existing(record)) => {
+                let RecordState::InProgress { lease_remaining } = record.state else {
+                    panic!("{corner}: expected the rival's claim, got {record:?}");
+                };
+                assert!(lease_remaining > Duration::from_secs(30), "{corner}");
+            }
+            other => panic!("{corner}: expected the rival's live claim, got {other:?}"),
+        }
+    }
 }

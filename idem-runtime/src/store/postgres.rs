@@ -6,10 +6,13 @@
 //! stands. How a claim was acquired comes back through the `acquired` column, which the
 //! `DO UPDATE` computes from the locked, newest version of the row.
 //!
-//! Under READ COMMITTED one corner remains: a row inserted by a transaction that committed
-//! after this statement's snapshot was taken blocks the insert, yet is invisible to the
-//! statement's own `SELECT`, so nothing comes back. The statement then runs again with a fresh
-//! snapshot, at most [`CLAIM_ATTEMPTS`] times in all.
+//! Under READ COMMITTED the statement's own `SELECT` reads its snapshot, while the upsert
+//! acts on the newest committed row. Two corners follow, both from a claim that committed
+//! after the snapshot was taken: a row inserted then blocks the insert yet is invisible, so
+//! nothing comes back; a row taken over then comes back as the snapshot saw it, a record
+//! this claim could have taken (marked `stale`). Either way the statement runs again with a
+//! fresh snapshot, at most [`CLAIM_ATTEMPTS`] times in all; a stale record still standing
+//! after the last attempt is returned as it is (the engine answers a conflict).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +32,8 @@ const MIGRATIONS: &[&str] = &[include_str!(
     "../../migrations/postgres/0001_idempotency_keys.sql"
 )];
 
-/// How many times a claim statement runs before the READ COMMITTED corner is reported as a
-/// transient error. A second run sees the committed row; a third covers a release in between.
+/// How many times a claim statement runs in the READ COMMITTED corners (see the module
+/// doc). A second run sees the committed row; a third covers a release in between.
 pub const CLAIM_ATTEMPTS: usize = 3;
 
 const CLAIM: &str = "
@@ -59,11 +62,16 @@ WITH claimed AS (
     RETURNING acquired
 )
 SELECT acquired, NULL::text AS request_fingerprint, NULL::integer AS response_status,
-       NULL::text AS response_headers, NULL::bytea AS response_body, 0::bigint AS lease_us
+       NULL::text AS response_headers, NULL::bytea AS response_body, 0::bigint AS lease_us,
+       false AS stale
 FROM claimed
 UNION ALL
 SELECT NULL, request_fingerprint, response_status, response_headers, response_body,
-       GREATEST(0, EXTRACT(EPOCH FROM locked_until - now()) * 1000000)::bigint
+       GREATEST(0, EXTRACT(EPOCH FROM locked_until - now()) * 1000000)::bigint,
+       COALESCE(expires_at <= now()
+         OR (request_fingerprint = $4
+             AND (response_status = -1 OR (response_status IS NULL AND locked_until <= now()))),
+         false)
 FROM {table}
 WHERE scope = $1 AND handler = $2 AND idempotency_key = $3 AND NOT EXISTS (SELECT 1 FROM claimed)";
 
@@ -189,14 +197,19 @@ impl PostgresStore {
     }
 
     async fn claim_on_pool(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
+        let mut stale = None;
         for _ in 0..CLAIM_ATTEMPTS {
-            if let Some(outcome) = self.sql.claim(&self.pool, claim).await? {
-                return Ok(outcome);
+            match self.sql.claim(&self.pool, claim).await? {
+                Claimed::Fresh(outcome) => return Ok(outcome),
+                Claimed::Stale(record) => stale = Some(record),
+                Claimed::Invisible => {}
             }
         }
-        Err(StoreError::transient(format!(
-            "the record was replaced under {CLAIM_ATTEMPTS} claim attempts in a row"
-        )))
+        stale.map(ClaimOutcome::Existing).ok_or_else(|| {
+            StoreError::transient(format!(
+                "the record was replaced under {CLAIM_ATTEMPTS} claim attempts in a row"
+            ))
+        })
     }
 }
 
@@ -216,6 +229,16 @@ struct Statements {
     release: Arc<str>,
     get: Arc<str>,
     purge: Arc<str>,
+}
+
+/// What one run of the claim statement found.
+enum Claimed {
+    /// Acquired, or a standing record as it is now.
+    Fresh(ClaimOutcome),
+    /// A record this claim could have taken, as an old snapshot saw it: someone else took it.
+    Stale(Record),
+    /// A row too new for the statement's snapshot blocked the insert.
+    Invisible,
 }
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
@@ -244,12 +267,8 @@ impl Statements {
             .bind(claim.token.to_hex())
     }
 
-    /// Claims, or returns the standing record; `None` in the READ COMMITTED corner.
-    async fn claim<'c>(
-        &self,
-        db: impl PgExecutor<'c>,
-        claim: &Claim,
-    ) -> StoreResult<Option<ClaimOutcome>> {
+    /// Claims, or returns the standing record, or meets a READ COMMITTED corner.
+    async fn claim<'c>(&self, db: impl PgExecutor<'c>, claim: &Claim) -> StoreResult<Claimed> {
         let row = sqlx::query(AssertSqlSafe(self.claim.clone()))
             .bind(claim.id.scope.as_str())
             .bind(claim.id.handler.as_ref())
@@ -261,16 +280,22 @@ impl Statements {
             .fetch_optional(db)
             .await
             .map_err(classify)?;
-        row.map(|row| {
-            match row
-                .try_get::<Option<String>, _>("acquired")
-                .map_err(classify)?
-            {
-                Some(acquired) => Ok(ClaimOutcome::Acquired(acquired_from_column(&acquired)?)),
-                None => Ok(ClaimOutcome::Existing(columns(&row)?.into_record()?)),
-            }
-        })
-        .transpose()
+        let Some(row) = row else {
+            return Ok(Claimed::Invisible);
+        };
+        if let Some(acquired) = row
+            .try_get::<Option<String>, _>("acquired")
+            .map_err(classify)?
+        {
+            let acquired = acquired_from_column(&acquired)?;
+            return Ok(Claimed::Fresh(ClaimOutcome::Acquired(acquired)));
+        }
+        let record = columns(&row)?.into_record()?;
+        if row.try_get::<bool, _>("stale").map_err(classify)? {
+            Ok(Claimed::Stale(record))
+        } else {
+            Ok(Claimed::Fresh(ClaimOutcome::Existing(record)))
+        }
     }
 
     async fn renew<'c>(&self, db: impl PgExecutor<'c>, claim: &Claim) -> StoreResult<bool> {

@@ -124,6 +124,18 @@ impl TestDb {
         store
     }
 
+    /// A `postgres://` URL of this database, for processes started by the tests.
+    pub fn url(&self) -> String {
+        let o = &self.options;
+        format!(
+            "postgres://{}@{}:{}/{}",
+            o.get_username(),
+            o.get_host(),
+            o.get_port(),
+            self.name
+        )
+    }
+
     /// One plain connection.
     pub async fn connect(&self) -> PgConnection {
         PgConnection::connect_with(&self.options)

@@ -1,0 +1,229 @@
+//! The service: routes, the idempotent handler, and how it starts and stops.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use idem_runtime::{IdempotencyStore, MemoryStore, PostgresStore, SqliteStore, Store, idempotent};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::payments::{Payment, Payments};
+use crate::settings::{Settings, StoreUrl};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The idempotency store.
+    pub idem: Store,
+    /// Where payments are recorded.
+    pub payments: Payments,
+    /// A simulated processor delay.
+    pub latency: Duration,
+    /// Renders `/metrics`; `None` when no Prometheus recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The body of `POST /payments`.
+#[derive(Debug, Deserialize)]
+pub struct NewPayment {
+    /// Must be positive.
+    pub amount: i64,
+    /// Three ASCII letters; `"ERR"` makes the processor fail (500).
+    pub currency: String,
+}
+
+/// The handler's own errors.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 422: the payment is not acceptable (stored and replayed like any 4xx).
+    Invalid(&'static str),
+    /// 500: the processor failed (not stored: a retry runs again).
+    Processor,
+    /// 500: the database failed.
+    Database(sqlx::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            ApiError::Invalid(why) => (StatusCode::UNPROCESSABLE_ENTITY, why.to_owned()),
+            ApiError::Processor => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the payment processor failed".to_owned(),
+            ),
+            ApiError::Database(error) => {
+                tracing::error!(%error, "recording a payment failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the payment could not be recorded".to_owned(),
+                )
+            }
+        };
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}
+
+/// `POST /payments`: records a payment, once per idempotency key.
+#[idempotent(store = "app.idem")]
+pub async fn create_payment(
+    State(app): State<AppState>,
+    Json(req): Json<NewPayment>,
+) -> Result<(StatusCode, Json<Payment>), ApiError> {
+    if req.amount <= 0 {
+        return Err(ApiError::Invalid("amount must be a positive integer"));
+    }
+    if req.currency == "ERR" {
+        return Err(ApiError::Processor);
+    }
+    if req.currency.len() != 3 || !req.currency.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(ApiError::Invalid("currency must be three letters"));
+    }
+    if !app.latency.is_zero() {
+        tokio::time::sleep(app.latency).await;
+    }
+    let payment = app
+        .payments
+        .record(req.amount, &req.currency)
+        .await
+        .map_err(ApiError::Database)?;
+    Ok((StatusCode::CREATED, Json(payment)))
+}
+
+async fn list_payments(State(app): State<AppState>) -> Result<Json<Vec<Payment>>, ApiError> {
+    app.payments
+        .list()
+        .await
+        .map(Json)
+        .map_err(ApiError::Database)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    match &app.metrics {
+        Some(handle) => (
+            [("content-type", "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no metrics recorder installed").into_response(),
+    }
+}
+
+/// The routes of SPEC section 7.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/payments", get(list_payments).post(create_payment))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Any failure to start.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Opens the store named by `url`, runs its migrations, and returns the idempotency
+/// backend and the payments beside it.
+pub async fn open(url: &StoreUrl) -> Result<(Arc<dyn IdempotencyStore>, Payments), Error> {
+    Ok(match url {
+        StoreUrl::Memory => (Arc::new(MemoryStore::new()), Payments::memory()),
+        StoreUrl::Sqlite(url) => {
+            let store = SqliteStore::connect(url).await?;
+            store.migrate().await?;
+            let payments = Payments::Sqlite(store.pool().clone());
+            payments.migrate().await?;
+            (Arc::new(store), payments)
+        }
+        StoreUrl::Postgres(url) => {
+            let store = PostgresStore::connect(url).await?;
+            store.migrate().await?;
+            let payments = Payments::Postgres(store.pool().clone());
+            payments.migrate().await?;
+            (Arc::new(store), payments)
+        }
+    })
+}
+
+impl AppState {
+    /// The state for `settings`, around an opened backend.
+    pub fn new(
+        settings: &Settings,
+        backend: Arc<dyn IdempotencyStore>,
+        payments: Payments,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
+        let mut idem = Store::from_arc(backend);
+        if let Some(lease) = settings.lease {
+            idem = idem.override_lease(lease);
+        }
+        if let Some(retries) = settings.retries {
+            idem = idem.override_retries(retries);
+        }
+        AppState {
+            idem,
+            payments,
+            latency: settings.latency,
+            metrics,
+        }
+    }
+}
+
+/// Serves until `shutdown` completes, purging expired keys every `purge_every`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    purge_every: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let store = state.idem.clone();
+    let purge = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(purge_every);
+        loop {
+            ticks.tick().await;
+            match store.purge_expired(1000).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "purged expired idempotency keys"),
+                Err(error) => tracing::warn!(%error, "purging expired idempotency keys failed"),
+            }
+        }
+    });
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    purge.abort();
+    served
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,247 @@
+//! A guided tour: starts the payments service in-process on a free port, on a SQLite file
+//! in a temporary folder, and walks through what a request meets, one table row a step.
+//!
+//! ```text
+//! cargo run -p idem-examples --bin tour
+//! ```
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use idem_examples::app::{self, AppState, Error};
+use idem_examples::client::{Client, Reply};
+use idem_examples::settings::{Settings, StoreUrl};
+use idem_runtime::{FailingStore, IdempotencyKey, Op, RecordId, RecordState, Store};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio::net::TcpListener;
+
+const HANDLER: &str = "idem_examples::app::create_payment";
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match tour().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tour failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Tour {
+    client: Client,
+    store: Store,
+    step: usize,
+}
+
+impl Tour {
+    async fn row(&mut self, request: &str, reply: &Reply, happened: &str) -> Result<(), Error> {
+        self.step += 1;
+        let payments = self.client.payment_count().await?;
+        let mut status = reply.status.as_u16().to_string();
+        if reply.replayed() {
+            status.push_str(" (replayed)");
+        }
+        if let Some(after) = reply.header("retry-after") {
+            status.push_str(&format!(" retry in {after}s"));
+        }
+        println!(
+            "{:>2}  {:<44} {:<20} {:<52} {:>3}",
+            self.step, request, status, happened, payments
+        );
+        Ok(())
+    }
+
+    async fn state(&self, key: &str) -> Result<&'static str, Error> {
+        let id = RecordId::new("", HANDLER, IdempotencyKey::parse(key)?);
+        Ok(match self.store.get(&id).await?.map(|r| r.state) {
+            None => "none",
+            Some(RecordState::InProgress { .. }) => "IN_PROGRESS",
+            Some(RecordState::FailedStorage) => "FAILED_STORAGE",
+            Some(RecordState::Completed(_)) => "COMPLETED",
+        })
+    }
+}
+
+fn expect(reply: &Reply, status: u16) -> Result<(), Error> {
+    if reply.status.as_u16() == status {
+        Ok(())
+    } else {
+        Err(format!("expected {status}, got {}: {}", reply.status, reply.text()).into())
+    }
+}
+
+async fn tour() -> Result<(), Error> {
+    let folder = tempfile::tempdir()?;
+    let url = format!("sqlite://{}/tour.db", folder.path().display());
+    let mut settings = Settings::from_vars(|_| None)?;
+    settings.store = StoreUrl::parse(&url)?;
+    settings.latency = Duration::from_millis(300);
+    settings.retries = Some(3);
+
+    let metrics = PrometheusBuilder::new().install_recorder()?;
+    let (backend, payments) = app::open(&settings.store).await?;
+    let failing = Arc::new(FailingStore::new(backend));
+    let state = AppState::new(&settings, failing.clone(), payments, Some(metrics));
+    let store = state.idem.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let client = Client::new(listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app::serve(
+        listener,
+        state,
+        Duration::from_secs(60),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    println!(
+        "idem tour: the payments service on http://{} (SQLite, a 300 ms processor)\n",
+        client.addr()
+    );
+    println!(
+        "{:>2}  {:<44} {:<20} {:<52} {:>3}",
+        "#", "request", "status", "what happened", "payments"
+    );
+    println!("{}", "-".repeat(126));
+    let mut t = Tour {
+        client,
+        store,
+        step: 0,
+    };
+    let eur = r#"{"amount":1200,"currency":"EUR"}"#;
+
+    let first = client.pay(Some("tour-key-0001"), eur).await?;
+    expect(&first, 201)?;
+    t.row(
+        "POST key tour-key-0001, 12.00 EUR",
+        &first,
+        "new key: the handler ran, response stored",
+    )
+    .await?;
+
+    let replay = client.pay(Some("tour-key-0001"), eur).await?;
+    expect(&replay, 201)?;
+    let same = if replay.body == first.body {
+        "same bytes"
+    } else {
+        "DIFFERENT BYTES"
+    };
+    t.row(
+        "same key, same body",
+        &replay,
+        &format!("replayed from the store ({same}), no new payment"),
+    )
+    .await?;
+
+    let changed = client
+        .pay(Some("tour-key-0001"), r#"{"amount":9900,"currency":"EUR"}"#)
+        .await?;
+    expect(&changed, 422)?;
+    t.row(
+        "same key, amount changed",
+        &changed,
+        "refused: a key belongs to one request",
+    )
+    .await?;
+
+    let racing = tokio::spawn(async move { client.pay(Some("tour-key-0002"), eur).await });
+    while t.state("tour-key-0002").await? != "IN_PROGRESS" {
+        tokio::task::yield_now().await;
+    }
+    let duplicate = client.pay(Some("tour-key-0002"), eur).await?;
+    expect(&duplicate, 409)?;
+    t.row(
+        "key tour-key-0002 while its first is running",
+        &duplicate,
+        "the first request is still in progress",
+    )
+    .await?;
+    let racing = racing.await??;
+    expect(&racing, 201)?;
+    t.row(
+        "  ...the first request of tour-key-0002",
+        &racing,
+        "finished: one payment for two requests",
+    )
+    .await?;
+
+    let missing = client.pay(None, eur).await?;
+    expect(&missing, 400)?;
+    t.row(
+        "no Idempotency-Key",
+        &missing,
+        "refused before the handler: missing key",
+    )
+    .await?;
+    let invalid = client.pay(Some("short"), eur).await?;
+    expect(&invalid, 400)?;
+    t.row(
+        "Idempotency-Key: short",
+        &invalid,
+        "refused before the handler: invalid key",
+    )
+    .await?;
+
+    let broken = client
+        .pay(Some("tour-key-0003"), r#"{"amount":500,"currency":"ERR"}"#)
+        .await?;
+    expect(&broken, 500)?;
+    t.row(
+        "key tour-key-0003, processor fails",
+        &broken,
+        "500 is not stored: the key stays free",
+    )
+    .await?;
+    let fixed = client
+        .pay(Some("tour-key-0003"), r#"{"amount":500,"currency":"USD"}"#)
+        .await?;
+    expect(&fixed, 201)?;
+    t.row(
+        "  retry of tour-key-0003",
+        &fixed,
+        "the handler ran again and succeeded",
+    )
+    .await?;
+
+    failing.fail_always(Op::Complete);
+    let lost = client.pay(Some("tour-key-0004"), eur).await?;
+    expect(&lost, 201)?;
+    let state = t.state("tour-key-0004").await?;
+    t.row(
+        "key tour-key-0004, store fails to save",
+        &lost,
+        &format!("client got 201; 3 writes failed: {state}"),
+    )
+    .await?;
+    failing.heal_all();
+    let recovered = client.pay(Some("tour-key-0004"), eur).await?;
+    expect(&recovered, 201)?;
+    let state = t.state("tour-key-0004").await?;
+    t.row(
+        "  retry of tour-key-0004, store healed",
+        &recovered,
+        &format!("FAILED_STORAGE taken over: ran again, now {state}"),
+    )
+    .await?;
+    let again = client.pay(Some("tour-key-0004"), eur).await?;
+    expect(&again, 201)?;
+    t.row("  and once more", &again, "replayed").await?;
+
+    println!("\nmetrics (GET /metrics):");
+    let metrics = client.get("/metrics").await?.text();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("idempotency_") && !l.contains("_seconds"))
+    {
+        println!("  {line}");
+    }
+    let _ = stop.send(());
+    server.await??;
+    println!(
+        "\nThe tour is over. Run the service itself with: cargo run -p idem-examples --bin payments"
+    );
+    Ok(())
+}

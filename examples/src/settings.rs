@@ -1,0 +1,151 @@
+//! The service's settings, from the environment (SPEC section 7).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Where idempotency records and payments live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// In process; lost on restart.
+    Memory,
+    /// A SQLite file (created if missing).
+    Sqlite(String),
+    /// A Postgres database shared by every instance.
+    Postgres(String),
+}
+
+impl StoreUrl {
+    /// `memory`, `sqlite` or `postgres`: what logs may say (a URL may hold a password).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreUrl::Memory => "memory",
+            StoreUrl::Sqlite(_) => "sqlite",
+            StoreUrl::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Parses `memory`, `sqlite://PATH` or `postgres://...`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text == "memory" {
+            Ok(StoreUrl::Memory)
+        } else if text.starts_with("sqlite:") {
+            Ok(StoreUrl::Sqlite(text.to_owned()))
+        } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Ok(StoreUrl::Postgres(text.to_owned()))
+        } else {
+            Err(format!(
+                "IDEM_STORE must be `memory`, `sqlite://PATH` or a `postgres://` URL, not {text:?}"
+            ))
+        }
+    }
+}
+
+/// Everything the service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `IDEM_STORE`, default a SQLite file `payments.db` in the working folder.
+    pub store: StoreUrl,
+    /// `BIND`, default `127.0.0.1:3000` (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// `PAYMENTS_LATENCY_MS`: a simulated processor delay, default 0.
+    pub latency: Duration,
+    /// `IDEM_LEASE`: overrides the attribute's lease for the whole process.
+    pub lease: Option<Duration>,
+    /// `IDEM_RETRIES`: overrides the attribute's retries for the whole process.
+    pub retries: Option<u32>,
+    /// How often expired keys are purged.
+    pub purge_every: Duration,
+}
+
+/// The default store: a SQLite file in the working folder.
+pub const DEFAULT_STORE: &str = "sqlite://payments.db";
+
+impl Settings {
+    /// Reads the settings through `var` (the process environment, or a map in tests).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let store = StoreUrl::parse(&var("IDEM_STORE").unwrap_or_else(|| DEFAULT_STORE.into()))?;
+        let bind = var("BIND")
+            .unwrap_or_else(|| "127.0.0.1:3000".into())
+            .parse()
+            .map_err(|e| format!("BIND must be an address like 127.0.0.1:3000: {e}"))?;
+        let latency = match var("PAYMENTS_LATENCY_MS") {
+            Some(ms) => Duration::from_millis(ms.parse().map_err(|_| {
+                format!("PAYMENTS_LATENCY_MS must be whole milliseconds, not {ms:?}")
+            })?),
+            None => Duration::ZERO,
+        };
+        let lease = var("IDEM_LEASE")
+            .map(|text| idem_runtime::parse_duration(&text).map_err(|e| format!("IDEM_LEASE: {e}")))
+            .transpose()?;
+        let retries = var("IDEM_RETRIES")
+            .map(|text| match text.parse::<u32>() {
+                Ok(n @ 1..=20) => Ok(n),
+                _ => Err(format!(
+                    "IDEM_RETRIES must be a whole number from 1 to 20, not {text:?}"
+                )),
+            })
+            .transpose()?;
+        Ok(Settings {
+            store,
+            bind,
+            latency,
+            lease,
+            retries,
+            purge_every: Duration::from_secs(60),
+        })
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, String> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn read(vars: &[(&str, &str)]) -> Result<Settings, String> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_vars(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let s = read(&[]).unwrap();
+        assert_eq!(s.store, StoreUrl::Sqlite(DEFAULT_STORE.into()));
+        assert_eq!(s.bind.to_string(), "127.0.0.1:3000");
+        assert_eq!(s.latency, Duration::ZERO);
+        assert_eq!((s.lease, s.retries), (None, None));
+    }
+
+    #[test]
+    fn every_setting_is_read_and_bad_values_are_clear_errors() {
+        let s = read(&[
+            ("IDEM_STORE", "memory"),
+            ("BIND", "127.0.0.1:0"),
+            ("PAYMENTS_LATENCY_MS", "250"),
+            ("IDEM_LEASE", "2s"),
+            ("IDEM_RETRIES", "3"),
+        ])
+        .unwrap();
+        assert_eq!(s.store, StoreUrl::Memory);
+        assert_eq!(s.latency, Duration::from_millis(250));
+        assert_eq!(s.lease, Some(Duration::from_secs(2)));
+        assert_eq!(s.retries, Some(3));
+        for (name, bad) in [
+            ("IDEM_STORE", "redis://x"),
+            ("BIND", "nowhere"),
+            ("PAYMENTS_LATENCY_MS", "fast"),
+            ("IDEM_LEASE", "2 seconds"),
+            ("IDEM_RETRIES", "0"),
+        ] {
+            let err = read(&[(name, bad)]).unwrap_err();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+}

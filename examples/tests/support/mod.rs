@@ -1,0 +1,78 @@
+//! Starts the real `payments` binary and talks to it over HTTP.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use idem_examples::client::Client;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running `payments` process, killed when dropped.
+pub struct Service {
+    child: Child,
+    pub client: Client,
+}
+
+impl Service {
+    /// Starts `payments` on a free port with `env` added to its environment, and waits until
+    /// it says where it listens.
+    pub async fn start(env: &[(&str, &str)]) -> Service {
+        Self::start_in(None, env).await
+    }
+
+    /// Like [`Service::start`], in the working folder `dir`.
+    pub async fn start_in(dir: Option<&std::path::Path>, env: &[(&str, &str)]) -> Service {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_payments"));
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        command
+            .env("BIND", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("the payments binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.strip_prefix("payments listening on http://") {
+                    return url.parse::<SocketAddr>().ok();
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .expect("payments printed its address within a minute");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Service {
+            child,
+            client: Client::new(addr),
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it to exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("payments exits within 30 s of SIGTERM")
+            .expect("waiting for payments works")
+    }
+}

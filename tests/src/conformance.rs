@@ -357,12 +357,14 @@ pub async fn release_forgets_the_record(store: &Store) {
 
 /// A record past its TTL reads as `None`; completing starts the TTL anew.
 pub async fn get_ignores_expired_records(store: &Store) {
+    // Long enough for the first read to come before expiry on a loaded machine.
+    let ttl = Duration::from_millis(700);
     let id = fresh_id();
-    let first = claim(&id, "a", LONG, SHORT);
+    let first = claim(&id, "a", LONG, ttl);
     claim_ok(store, &first).await;
     complete_ok(store, &first, &response(200, b"ok")).await;
     assert!(get_ok(store, &id).await.is_some());
-    tokio::time::sleep(PAST_SHORT).await;
+    tokio::time::sleep(ttl + Duration::from_millis(150)).await;
     assert_eq!(get_ok(store, &id).await, None);
 }
 

@@ -26,17 +26,20 @@ use tokio::sync::OnceCell;
 /// The server the tests in this binary share.
 pub struct Server {
     admin: PgConnectOptions,
+    /// The admin URL, from which each test database's URL is made.
+    url: String,
     /// Whether `pg_stat_statements` is loaded (always on a server started here).
     pub stat_statements: bool,
     /// Kept open for the life of the process: closing it stops a server started here.
     _watchdog: Option<Mutex<(Child, ChildStdin)>>,
 }
 
-/// A database of its own for one test (left behind on `DATABASE_URL`'s server only if the
-/// test binary dies; the next run there drops it).
+/// A database of its own for one test. On a server started here it goes with the server;
+/// on `DATABASE_URL`'s server it stays until a later run finds its process gone and drops it.
 pub struct TestDb {
     /// Options that connect to the test's database.
     pub options: PgConnectOptions,
+    url: String,
     /// The database's name.
     pub name: String,
 }
@@ -47,9 +50,9 @@ static SERVER: OnceCell<Result<Server, String>> = OnceCell::const_new();
 pub fn skip(reason: &str) {
     let line = "!".repeat(78);
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{reason}: Postgres tests may not be skipped in CI");
+        panic!("{reason} (Postgres tests may not be skipped under CI=true)");
     }
-    eprintln!("\n{line}\n!! SKIPPED, Postgres unavailable: {reason}\n{line}\n");
+    eprintln!("\n{line}\n!! SKIPPED Postgres test: {reason}\n{line}\n");
 }
 
 /// The shared server, started on first use; `None` when unavailable (after [`skip`]).
@@ -100,12 +103,36 @@ impl Server {
             .expect("CREATE DATABASE");
         TestDb {
             options: self.admin.clone().database(&name),
+            url: with_database(&self.url, &name),
             name,
         }
     }
 }
 
+/// `url` with its database replaced by `name` (its query string kept).
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{name}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
 impl TestDb {
+    /// A `postgres://` URL of this database (credentials and parameters as in
+    /// `DATABASE_URL`), for processes started by the tests.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
     /// A pool of its own on this database (each pool stands for one application instance).
     pub async fn pool(&self) -> PgPool {
         PgPoolOptions::new()
@@ -122,18 +149,6 @@ impl TestDb {
         let store = PostgresStore::new(self.pool().await);
         store.migrate().await.expect("migrations run");
         store
-    }
-
-    /// A `postgres://` URL of this database, for processes started by the tests.
-    pub fn url(&self) -> String {
-        let o = &self.options;
-        format!(
-            "postgres://{}@{}:{}/{}",
-            o.get_username(),
-            o.get_host(),
-            o.get_port(),
-            self.name
-        )
     }
 
     /// One plain connection.
@@ -162,6 +177,7 @@ async fn start() -> Result<Server, String> {
         .database("postgres");
     let server = Server {
         admin,
+        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
         stat_statements: true,
         _watchdog: Some(Mutex::new(watchdog)),
     };
@@ -185,6 +201,7 @@ async fn external(url: &str) -> Result<Server, String> {
     drop_stale_databases(&mut conn).await;
     Ok(Server {
         admin,
+        url: url.to_owned(),
         stat_statements: loaded.is_some_and(|l| l.contains("pg_stat_statements")),
         _watchdog: None,
     })
@@ -340,4 +357,19 @@ fn logs(dir: &Path) -> String {
             format!("--- {name} ({}) ---\n{text}", dir.display())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn test_database_urls_keep_everything_but_the_database() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/app?sslmode=disable", "t"),
+            "postgres://u:p@h:5432/t?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "t"), "postgres://h/t");
+        assert_eq!(with_database("postgres://h/", "t"), "postgres://h/t");
+    }
 }

@@ -46,24 +46,32 @@ where
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (parts, body) = req.with_limited_body().into_parts();
-        let bytes = match Limited::new(body, HARD_BODY_LIMIT).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) => return Err(body_error(error)),
-        };
-        let fingerprint = Fingerprint::of_request(
-            parts.method.as_str(),
-            parts.uri.path(),
-            parts.uri.query().unwrap_or(""),
-            &bytes,
-        );
-        let head = RequestHead::new(parts.headers.clone(), fingerprint);
-        let req = Request::from_parts(parts, Body::from(bytes));
+        let (req, head) = buffer(req).await?;
         let inner = T::from_request(req, state)
             .await
             .map_err(IntoResponse::into_response)?;
         Ok(Fingerprinted { inner, head })
     }
+}
+
+/// Buffers the body (under the application's `DefaultBodyLimit` and [`HARD_BODY_LIMIT`]) and
+/// fingerprints method, path, query and body: the request with its buffered body, and its
+/// head. A body over the limit is a 413, a failing one a 400, before any store access. The
+/// attribute's extractor and the tower layer both start here.
+pub(crate) async fn buffer(req: Request) -> Result<(Request, RequestHead), Response> {
+    let (parts, body) = req.with_limited_body().into_parts();
+    let bytes = match Limited::new(body, HARD_BODY_LIMIT).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => return Err(body_error(error)),
+    };
+    let fingerprint = Fingerprint::of_request(
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query().unwrap_or(""),
+        &bytes,
+    );
+    let head = RequestHead::new(parts.headers.clone(), fingerprint);
+    Ok((Request::from_parts(parts, Body::from(bytes)), head))
 }
 
 fn body_error(error: Box<dyn std::error::Error + Send + Sync>) -> Response {

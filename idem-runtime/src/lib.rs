@@ -43,13 +43,17 @@
 #![warn(missing_docs)]
 
 mod backoff;
+pub mod call;
 mod capture;
 mod config;
 pub mod engine;
+mod error;
 #[cfg(feature = "axum")]
 mod extract;
 mod fingerprint;
 mod key;
+#[cfg(feature = "tower")]
+mod layer;
 pub mod metrics;
 mod outcome;
 mod persist;
@@ -59,10 +63,13 @@ pub mod store;
 pub use backoff::{Backoff, DurationError, Jitter, parse_duration};
 pub use capture::REPLAYED_HEADER;
 pub use config::Config;
+pub use error::Error;
 #[cfg(feature = "axum")]
 pub use extract::{Fingerprinted, HARD_BODY_LIMIT};
 pub use fingerprint::Fingerprint;
 pub use key::{IdempotencyKey, KeyError, MAX_KEY_LEN, MIN_KEY_LEN};
+#[cfg(feature = "tower")]
+pub use layer::{DEFAULT_LAYER_NAME, IdempotencyLayer, Idempotent};
 pub use outcome::{OUTCOMES, Outcome, Problem};
 pub use record::{
     Acquired, Claim, ClaimOutcome, DecodeError, FAILED_STORAGE_STATUS, OwnerToken, Record,
@@ -107,6 +114,17 @@ pub mod __private {
     /// The scope's text.
     pub fn scope(scope: &dyn core::fmt::Display) -> String {
         scope.to_string()
+    }
+
+    /// Plain-function mode: the runtime entry and its helpers.
+    pub use crate::call::{Arguments, key, run as call};
+
+    /// The handler name of a method: its `Self` type's name and the method's.
+    pub fn method_target(self_type: &'static str, method: &'static str, scope: String) -> Target {
+        Target {
+            handler: std::borrow::Cow::Owned(format!("{self_type}::{method}")),
+            scope,
+        }
     }
 
     /// Pins a future's output type, so that `?` in the handler's body infers.

@@ -61,7 +61,7 @@ pub(crate) struct Args {
     pub header: Option<LitStr>,
     pub optional: Option<LitBool>,
     pub scope: Option<Expr>,
-    /// Plain-function mode (a later step): parsed, then refused by [`Args::check`].
+    /// Plain-function mode: the key comes from this expression over the arguments.
     pub key: Option<Spanned<Expr>>,
     pub krate: Option<Path>,
 }
@@ -184,8 +184,8 @@ impl Args {
         Ok(())
     }
 
-    /// The checks that need more than one argument: `store` is required, `key` is not
-    /// supported yet, and a lease must not outlive the record it protects.
+    /// The checks that need more than one argument: `store` is required, `key` excludes the
+    /// header's arguments, and a lease must not outlive the record it protects.
     pub(crate) fn check(&self) -> syn::Result<()> {
         let mut errors = Errors::default();
         if self.store.is_none() {
@@ -196,12 +196,18 @@ impl Args {
                  \"stores::payments()\"",
             ));
         }
-        if let Some(key) = &self.key {
-            errors.push(Error::new(
-                key.span,
-                "`key` (plain-function mode) is not supported yet: on an axum handler the key \
-                 comes from a request header; choose it with `header = \"...\"`",
-            ));
+        if self.key.is_some() {
+            let header = self.header.as_ref().map(|h| ("header", h.span()));
+            let optional = self.optional.as_ref().map(|o| ("optional", o.span));
+            for (name, span) in header.into_iter().chain(optional) {
+                errors.push(Error::new(
+                    span,
+                    format!(
+                        "`{name}` does not apply with `key`: in plain-function mode the key comes \
+                         from the `key` expression, not from a request header"
+                    ),
+                ));
+            }
         }
         let ttl = self.ttl.as_ref().map_or(DEFAULT_TTL, |t| t.value);
         let lease = self.lease.as_ref().map_or(DEFAULT_LEASE, |l| l.value);

@@ -89,7 +89,7 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
 }
 
 /// The same tokens, located at `span`.
-fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+pub(crate) fn respan(tokens: TokenStream, span: Span) -> TokenStream {
     tokens
         .into_iter()
         .map(|mut tree| {
@@ -106,7 +106,7 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
 }
 
 /// `Config::new()` followed by one setter per argument written.
-fn config_builder(args: &Args, private: &TokenStream) -> TokenStream {
+pub(crate) fn config_builder(args: &Args, private: &TokenStream) -> TokenStream {
     let mut config = quote!(#private::Config::new());
     if let Some(retries) = &args.retries {
         let n = Literal::u32_unsuffixed(retries.value);

@@ -1,21 +1,52 @@
-//! Step 2: the function under the attribute, checked to be an `async fn` axum handler that
-//! the expansion can wrap, and taken apart into what the expansion needs.
+//! Step 2: the function under the attribute, checked to be an `async fn` that the expansion
+//! can wrap (an axum handler, or in plain-function mode any async fn or method), and taken
+//! apart into what the expansion needs.
 
 use proc_macro2::{Span, TokenStream};
 use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
 use syn::{
-    Attribute, Block, Error, FnArg, Ident, Item, ItemFn, PatType, ReturnType, Safety, Type,
-    Visibility, parse_quote,
+    Attribute, Block, Error, Expr, FnArg, Ident, Item, ItemFn, Meta, Pat, PatIdent, PatType,
+    Receiver, ReturnType, Safety, Type, Visibility, parse_quote,
 };
 
 use crate::args::Errors;
+
+/// What the function is for, which decides what it may look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// An axum handler: the key comes from a header; no `self`, no `#[idem(skip)]`.
+    Http,
+    /// Plain-function mode (`key = "..."`): methods and `#[idem(skip)]` are fine.
+    Call,
+}
+
+impl Mode {
+    /// The mode the attribute's arguments ask for: plain-function mode when one of them is
+    /// named `key`. Read from the tokens, so that it is known even when an argument is wrong.
+    pub(crate) fn written(args: &TokenStream) -> Mode {
+        let names_key = args
+            .clone()
+            .into_iter()
+            .any(|tree| matches!(tree, proc_macro2::TokenTree::Ident(ident) if ident == "key"));
+        if names_key { Mode::Call } else { Mode::Http }
+    }
+}
+
+/// The attribute that keeps a parameter out of the fingerprint in plain-function mode.
+const SKIP: &str = "idem";
 
 /// An `async fn` handler, taken apart.
 pub(crate) struct Handler {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
     pub ident: Ident,
+    /// `self`, `&self`, `&mut self` (plain-function mode only).
+    pub receiver: Option<Receiver>,
+    /// Which parameters (of `leading`, then `last`) carry `#[idem(skip)]`, which is removed.
+    pub skipped: Vec<bool>,
+    /// The return type as written.
+    pub ret: ReturnType,
     /// Every parameter but the last: kept as written, so their names stay in scope.
     pub leading: Vec<PatType>,
     /// The last parameter, wrapped by the expansion (none when the handler takes none).
@@ -29,9 +60,9 @@ pub(crate) struct Handler {
 
 impl Handler {
     /// Parses the item under the attribute and checks it.
-    pub(crate) fn parse(item: TokenStream) -> syn::Result<Handler> {
+    pub(crate) fn parse(item: TokenStream, mode: Mode) -> syn::Result<Handler> {
         match syn::parse2::<ItemFn>(item.clone()) {
-            Ok(item) => Handler::check(item),
+            Ok(item) => Handler::check(item, mode),
             // Another kind of item: say what was expected. A function with a syntax error:
             // the compiler reports it when it parses the item, re-emitted unchanged.
             Err(error) => match syn::parse2::<Item>(item) {
@@ -45,7 +76,7 @@ impl Handler {
     }
 
     /// Checks `item` and takes it apart, reporting every problem found at its token.
-    pub(crate) fn check(item: ItemFn) -> syn::Result<Handler> {
+    pub(crate) fn check(item: ItemFn, mode: Mode) -> syn::Result<Handler> {
         let mut errors = Errors::default();
         let sig = &item.sig;
         if let Err(error) = item.modifiers.require_empty() {
@@ -77,13 +108,17 @@ impl Handler {
             ));
         }
         let mut params = Vec::new();
+        let mut receiver = None;
+        let mut skipped = Vec::new();
         for input in &sig.inputs {
             match input {
-                FnArg::Receiver(receiver) => errors.push(Error::new_spanned(
-                    receiver,
-                    "`#[idempotent]` does not support `self` receivers: an axum handler is a \
-                     free function; take what you need as an extractor, such as `State`",
+                FnArg::Receiver(this) if mode == Mode::Http => errors.push(Error::new_spanned(
+                    this,
+                    "`#[idempotent]` does not support `self` receivers on an axum handler: a \
+                     handler is a free function; take what you need as an extractor, such as \
+                     `State` (methods are fine in plain-function mode, with `key = \"...\"`)",
                 )),
+                FnArg::Receiver(this) => receiver = Some(this.clone()),
                 FnArg::Typed(param) => {
                     if contains_impl_trait(&param.ty) {
                         errors.push(Error::new_spanned(
@@ -92,7 +127,18 @@ impl Handler {
                              parameter's concrete type instead of `impl Trait`",
                         ));
                     }
-                    params.push(param.clone());
+                    let mut param = param.clone();
+                    match take_skip(&mut param.attrs) {
+                        Ok(Some(attr)) if mode == Mode::Http => errors.push(Error::new_spanned(
+                            attr,
+                            "`#[idem(skip)]` keeps a parameter out of the fingerprint in \
+                             plain-function mode (`key = \"...\"`); an axum handler's \
+                             fingerprint is the request",
+                        )),
+                        Ok(found) => skipped.push(found.is_some()),
+                        Err(error) => errors.push(error),
+                    }
+                    params.push(param);
                 }
             }
         }
@@ -108,12 +154,120 @@ impl Handler {
             attrs: item.attrs,
             vis: item.vis,
             ident: item.sig.ident,
+            receiver,
+            skipped,
+            ret: item.sig.output,
             leading: params,
             last,
             output,
             output_span,
             block: item.block,
         })
+    }
+}
+
+impl Handler {
+    /// Every parameter, in order, with whether it is skipped.
+    pub(crate) fn params(&self) -> impl Iterator<Item = (&PatType, bool)> {
+        self.leading
+            .iter()
+            .chain(&self.last)
+            .zip(self.skipped.iter().copied())
+    }
+
+    /// Checks that the `key` expression uses the arguments: a key that names none of them
+    /// (a constant, a global) is the same for every call, so every call after the first would
+    /// replay the first one's result.
+    pub(crate) fn check_key(&self, key: &Expr) -> syn::Result<()> {
+        let mut names: Vec<String> = Vec::new();
+        for (param, _) in self.params() {
+            let mut pat = (*param.pat).clone();
+            let mut bound = BoundNames::default();
+            bound.visit_pat_mut(&mut pat);
+            names.extend(bound.0);
+        }
+        if self.receiver.is_some() {
+            names.push("self".to_owned());
+        }
+        let tokens = quote::ToTokens::to_token_stream(key);
+        if names.iter().any(|name| mentions(tokens.clone(), name)) {
+            return Ok(());
+        }
+        let message = if names.is_empty() {
+            "the `key` expression is computed from the function's arguments, and this \
+             function has none: every call would share one key"
+                .to_owned()
+        } else {
+            let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            format!(
+                "the `key` expression names none of the function's arguments ({}): a key that \
+                 does not come from the arguments is the same for every call; write one like \
+                 \"msg.id\" or \"format!(\\\"order-{{}}\\\", order.id)\"",
+                list.join(", ")
+            )
+        };
+        Err(Error::new_spanned(key, message))
+    }
+}
+
+/// Removes `#[idem(skip)]` from a parameter's attributes, returning it when found.
+fn take_skip(attrs: &mut Vec<Attribute>) -> syn::Result<Option<Attribute>> {
+    let Some(at) = attrs.iter().position(|a| a.path().is_ident(SKIP)) else {
+        return Ok(None);
+    };
+    let attr = attrs.remove(at);
+    let is_skip = match &attr.meta {
+        Meta::List(list) => list
+            .parse_args::<Ident>()
+            .is_ok_and(|ident| ident == "skip"),
+        _ => false,
+    };
+    if is_skip {
+        Ok(Some(attr))
+    } else {
+        Err(Error::new_spanned(
+            attr,
+            "expected `#[idem(skip)]`, which keeps this parameter out of the fingerprint",
+        ))
+    }
+}
+
+/// Whether `name` appears in `tokens`, as an identifier or as an inline format argument
+/// (`"{name}"`, `"{name:?}"`) inside a macro call.
+fn mentions(tokens: TokenStream, name: &str) -> bool {
+    tokens.into_iter().any(|tree| match tree {
+        proc_macro2::TokenTree::Ident(ident) => ident == name,
+        proc_macro2::TokenTree::Group(group) => mentions(group.stream(), name),
+        proc_macro2::TokenTree::Literal(lit) => {
+            let text = lit.to_string();
+            text.starts_with('"')
+                && (text.contains(&format!("{{{name}}}")) || text.contains(&format!("{{{name}:")))
+        }
+        proc_macro2::TokenTree::Punct(_) => false,
+    })
+}
+
+/// The names a pattern binds.
+#[derive(Default)]
+struct BoundNames(Vec<String>);
+
+impl VisitMut for BoundNames {
+    fn visit_pat_ident_mut(&mut self, pat: &mut PatIdent) {
+        self.0.push(pat.ident.to_string());
+        visit_mut::visit_pat_ident_mut(self, pat);
+    }
+}
+
+/// A parameter whose pattern is a plain name (`msg`, `mut msg`) is referred to by it.
+pub(crate) fn plain_name(pat: &Pat) -> Option<&Ident> {
+    match pat {
+        Pat::Ident(PatIdent {
+            by_ref: None,
+            subpat: None,
+            ident,
+            ..
+        }) => Some(ident),
+        _ => None,
     }
 }
 

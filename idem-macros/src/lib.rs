@@ -2,8 +2,9 @@
 //! `use idem_runtime::idempotent;`: the generated code calls into `idem_runtime`.
 //!
 //! This crate only rewrites syntax, in three steps: parse the arguments (`args.rs`, with
-//! `duration.rs`), check the function (`handler.rs`), emit a call to the runtime
-//! (`emit.rs`). Every decision about a request lives in `idem_runtime::engine`.
+//! `duration.rs`), check the function (`handler.rs`), emit a call to the runtime (`emit.rs`
+//! for an axum handler, `emit_call.rs` for plain-function mode). Every decision about a
+//! request lives in `idem_runtime::engine`, and about a plain call in `idem_runtime::call`.
 //!
 //! ## What it expands to
 //!
@@ -31,6 +32,7 @@
 mod args;
 mod duration;
 mod emit;
+mod emit_call;
 mod handler;
 #[cfg(test)]
 mod snapshot;
@@ -38,7 +40,7 @@ mod snapshot;
 use proc_macro::TokenStream;
 
 use crate::args::{Args, Errors};
-use crate::handler::Handler;
+use crate::handler::{Handler, Mode};
 
 /// Makes an async axum handler safe to retry: a request repeating an earlier
 /// `Idempotency-Key` gets the first response back, byte for byte, and the body runs once.
@@ -65,13 +67,31 @@ use crate::handler::Handler;
 /// | `header` | the request header carrying the key | `"Idempotency-Key"` |
 /// | `optional` | when `true`, a request without the header runs with no idempotency | `false` |
 /// | `scope` | a string holding an expression (anything `Display`) that namespaces keys, like `"user.tenant_id"` | none |
-/// | `key` | plain-function mode: not supported yet | |
+/// | `key` | plain-function mode: a string holding an expression over the arguments that yields the key (anything `Display`), like `"msg.id"` | none |
 /// | `crate` | the path to the runtime, for re-exports | `"::idem_runtime"` |
 ///
 /// The function keeps its name, visibility, docs and other attributes; put
 /// `#[axum::debug_handler]` *below* `#[idempotent]` so it checks the generated function. It
 /// must be a non-generic `async fn` without `self`. Its last parameter is wrapped, so call it
 /// through a router, not directly. Wrong arguments are compile errors at the offending token.
+///
+/// ## Plain-function mode
+///
+/// With `key = "..."`, any `async fn` (or method, `&self` included) returning `Result<T, E>`
+/// becomes idempotent, its signature unchanged: a queue consumer, a job, an outbound call.
+///
+/// ```ignore
+/// #[idempotent(store = "self.idem", key = "format!(\"order-{}\", msg.order_id)")]
+/// async fn handle(&self, msg: OrderPlaced) -> Result<Receipt, ConsumerError> { /* ... */ }
+/// ```
+///
+/// The key is the expression's `Display`, validated like a header's (8 to 128 characters
+/// from `A-Za-z0-9._:-`); the fingerprint is every argument's JSON (`self` and parameters
+/// marked `#[idem(skip)]` left out); `T: Serialize + DeserializeOwned` is stored and replayed
+/// without running the body; an `Err` (or a panic) releases the claim; invalid keys,
+/// conflicts, mismatches and store failures come back through `E: From<idem_runtime::Error>`.
+/// `header` and `optional` do not apply. The record's handler is
+/// `module::function`, or `Type::method` for a method (its `Self`, by `type_name`).
 #[proc_macro_attribute]
 pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
     expand(args.into(), item.into()).into()
@@ -84,10 +104,19 @@ fn expand(
     args: proc_macro2::TokenStream,
     item: proc_macro2::TokenStream,
 ) -> proc_macro2::TokenStream {
+    let mode = Mode::written(&args);
     let args = syn::parse2::<Args>(args).and_then(|args| args.check().map(|()| args));
-    let handler = Handler::parse(item.clone());
+    let handler = Handler::parse(item.clone(), mode).and_then(|handler| {
+        match args.as_ref().ok().and_then(|args| args.key.as_ref()) {
+            Some(key) => handler.check_key(&key.value).map(|()| handler),
+            None => Ok(handler),
+        }
+    });
     match (args, handler) {
-        (Ok(args), Ok(handler)) => emit::emit(&args, handler),
+        (Ok(args), Ok(handler)) => match mode {
+            Mode::Call => emit_call::emit(&args, handler),
+            Mode::Http => emit::emit(&args, handler),
+        },
         (args, handler) => {
             let mut errors = Errors::default();
             if let Err(error) = args {
@@ -96,11 +125,25 @@ fn expand(
             if let Err(error) = handler {
                 errors.push(error);
             }
-            let mut tokens = item;
+            let mut tokens = without_helper_attributes(item);
             if let Err(error) = errors.finish() {
                 tokens.extend(error.into_compile_error());
             }
             tokens
         }
     }
+}
+
+/// The function as written, minus `#[idem(...)]` on its parameters (which only the expansion
+/// understands), so that an error is not followed by "cannot find attribute `idem`".
+fn without_helper_attributes(item: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+    let Ok(mut function) = syn::parse2::<syn::ItemFn>(item.clone()) else {
+        return item;
+    };
+    for input in &mut function.sig.inputs {
+        if let syn::FnArg::Typed(param) = input {
+            param.attrs.retain(|attr| !attr.path().is_ident("idem"));
+        }
+    }
+    quote::ToTokens::into_token_stream(function)
 }

@@ -135,8 +135,16 @@ fn argument_errors_name_what_was_expected() {
         ("store = \"a..=\"", "`store` must hold a Rust expression"),
         ("store = \"s\", crate = \"1\"", "`crate` takes a path"),
         (
-            "store = \"s\", key = \"job.id\"",
-            "`key` (plain-function mode) is not supported yet",
+            "store = \"s\", key = \"job.id\", optional = true",
+            "`optional` does not apply with `key`",
+        ),
+        (
+            "store = \"s\", key = \"job.id\", header = \"X-Key\"",
+            "`header` does not apply with `key`",
+        ),
+        (
+            "store = \"s\", key = \"\\\"constant-key\\\"\"",
+            "this function has none",
         ),
         ("retries = 5", "missing `store = "),
         ("optional", "expected `optional = true`"),

@@ -1,0 +1,6 @@
+//! Helpers shared by the integration tests of this folder (each test file that needs them
+//! says `mod support;`).
+#![allow(dead_code)]
+
+pub mod http;
+pub mod metrics;

@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Writes BENCHMARKS.md (to stdout) from what bench/run.sh measured in OUT.
+
+usage: report.py OUT ROOT
+
+Every table comes from the one run in OUT: medians over its rounds, and ratios between
+configurations measured in the same rounds. bench/notes.md (hand-written: profiling, caveats)
+is appended as it is.
+"""
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+
+OUT, ROOT = sys.argv[1], sys.argv[2]
+
+
+def read(path, default=""):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return default
+
+
+runs = [json.loads(line) for line in read(f"{OUT}/results.jsonl").splitlines() if line.strip()]
+env = dict(line.split("=", 1) for line in read(f"{OUT}/machine.env").splitlines() if "=" in line)
+by = defaultdict(list)
+for r in runs:
+    by[(r["label"], r["mode"], r["concurrency"])].append(r)
+concurrencies = sorted({r["concurrency"] for r in runs})
+rounds = max((r["round"] for r in runs), default=0)
+
+
+def med(label, mode, c, field="rps"):
+    values = [r[field] for r in by.get((label, mode, c), [])]
+    return statistics.median(values) if values else None
+
+
+def spread(label, mode, c):
+    values = [r["rps"] for r in by.get((label, mode, c), [])]
+    if len(values) < 2:
+        return None
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def rps(v):
+    return "–" if v is None else f"{v:,.0f}"
+
+
+def us(v):
+    if v is None:
+        return "–"
+    return f"{v / 1000:.2f} ms" if v >= 10000 else f"{v:,.0f} µs"
+
+
+def pct(a, b):
+    return "–" if a is None or not b else f"{100 * a / b:.0f}%"
+
+
+# ------------------------------------------------------------------ machine
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+mem = sh("free -g | awk '/^Mem/ {print $2}'")
+lock = read(f"{ROOT}/Cargo.lock")
+
+
+def locked(name):
+    m = re.search(r'name = "%s"\nversion = "([^"]+)"' % re.escape(name), lock)
+    return m.group(1) if m else "?"
+
+
+print("# Benchmarks: what idempotency costs\n")
+print(
+    "Written by `bench/run.sh` from one run: every ratio below compares configurations measured "
+    "in the same rounds, interleaved, on the same machine. These are measurements, not tests: "
+    "nothing fails on a timing.\n"
+)
+print("## Machine and versions\n")
+print(f"- {sh('nproc')} cores ({cpu}), {mem} GiB memory, {sh('uname -sr')}")
+print(f"- run from {env.get('started', '?')} to {env.get('finished', '?')}; load average "
+      f"(1, 5, 15 min) {env.get('load_before', '?')} before, {env.get('load_after', '?')} after. "
+      "The machine is shared: other engineers compile on it, so expect noise; "
+      "`spread` columns show (max − min) / median over rounds.")
+print(f"- {env.get('rustc', '?')}, release profile; axum {locked('axum')}, hyper {locked('hyper')}, "
+      f"tokio {locked('tokio')}, sqlx {locked('sqlx')} (SQLite {locked('libsqlite3-sys')} bindings), "
+      f"{env.get('postgres', 'postgres ?')}, {env.get('pgbench', 'pgbench ?')}, "
+      f"axum-idempotent {locked('axum-idempotent')} (ruts {locked('ruts')}), criterion {locked('criterion')}")
+print(f"- HTTP runs: {rounds} rounds × {len(concurrencies)} concurrencies; each run "
+      f"{runs[0]['seconds'] if runs else '?'} s measured after 1 s of warm-up, "
+      f"{runs[0].get('body_bytes', '?') if runs else '?'}-byte JSON request bodies, keep-alive "
+      "HTTP/1.1 on 127.0.0.1, load generator and server on the same 2 cores.\n")
+
+# ------------------------------------------------------------------ criterion
+crit = read(f"{OUT}/criterion.txt")
+start = crit.find("## In-process overhead")
+print("## 1. In-process overhead (criterion)\n")
+print("A trivial axum handler (`Bytes` body in, `201` + small JSON out) called through a `Router` "
+      "with `tower::ServiceExt::oneshot` on a current-thread runtime, bare and under "
+      "`#[idempotent]` on `MemoryStore`; the response body is read whole. `first` sends a new key "
+      "each call; `replay` sends one completed key again. Medians of criterion's samples.\n")
+if start >= 0:
+    print(crit[start:].replace("## ", "### ", 2).strip() + "\n")
+else:
+    print("(criterion was not run: `BENCH_CRITERION=0`)\n")
+
+# ------------------------------------------------------------------ HTTP
+print("## 2. Over HTTP on loopback\n")
+print("`bench_server` serves the same trivial handler bare (`/bare`), under `#[idempotent]` "
+      "(`/idem`) on the memory, SQLite and Postgres stores, and behind `axum-idempotent` "
+      "(`/peer`). `loadgen` keeps C connections busy; first calls send a new key per request, "
+      "replays cycle through 8 completed keys per connection. Requests per second (median over "
+      "rounds), and the share of the bare handler's.\n")
+for mode, title in (("first", "First calls (a new key per request)"), ("replay", "Replays")):
+    print(f"### {title}\n")
+    labels = ["memory", "sqlite", "postgres", "peer"]
+    print("| C | bare | " + " | ".join(f"{l} | % of bare" for l in labels) + " | spread (bare / memory) |")
+    print("|---|---|" + "---|---|" * len(labels) + "---|")
+    for c in concurrencies:
+        bare = med("bare", "first", c)
+        cells = []
+        for l in labels:
+            v = med(l, mode, c)
+            cells += [rps(v), pct(v, bare)]
+        sb, sm = spread("bare", "first", c), spread("memory", mode, c)
+        s = "–" if sb is None or sm is None else f"{100 * sb:.0f}% / {100 * sm:.0f}%"
+        print(f"| {c} | {rps(bare)} | " + " | ".join(cells) + f" | {s} |")
+    print()
+    print("Latency, p50 / p99 (medians over rounds):\n")
+    print("| C | bare | " + " | ".join(labels) + " |")
+    print("|---|---|" + "---|" * len(labels))
+    for c in concurrencies:
+        row = [f"{us(med('bare', 'first', c, 'p50_us'))} / {us(med('bare', 'first', c, 'p99_us'))}"]
+        for l in labels:
+            row.append(f"{us(med(l, mode, c, 'p50_us'))} / {us(med(l, mode, c, 'p99_us'))}")
+        print(f"| {c} | " + " | ".join(row) + " |")
+    print()
+
+# ------------------------------------------------------------------ pgbench
+print("## 3. Postgres against its own limit\n")
+print("`pgbench -M prepared -j 1` runs the store's own statements, read from "
+      "`idem-runtime/src/store/postgres.rs`, with the same values: the claim and then the "
+      "completion (first calls), or the claim alone on one of 1000 completed keys (replays). "
+      "The bench server's pool has 10 connections (`PostgresStore::connect`); pgbench opens C.\n")
+print("| C | first calls (HTTP) | pgbench claim + complete | ratio | replays (HTTP) | pgbench claim | ratio |")
+print("|---|---|---|---|---|---|---|")
+for c in concurrencies:
+    pf, bf = med("postgres", "first", c), med("pgbench-first", "first", c)
+    pr, br = med("postgres", "replay", c), med("pgbench-replay", "replay", c)
+    print(f"| {c} | {rps(pf)} | {rps(bf)} | {pct(pf, bf)} | {rps(pr)} | {rps(br)} | {pct(pr, br)} |")
+print()
+
+# ------------------------------------------------------------------ peer
+print("## 4. Against a peer: axum-idempotent\n")
+print("The same handler behind `axum-idempotent` in direct-key mode (`Idempotency-Key`), on its "
+      "in-memory session store (ruts `MokaStore`), with the cookie and session layers it needs. "
+      "It caches only for requests that carry a session, so each connection first opens one, and "
+      "for first calls starts a new session every 100 requests (its store keeps all of a "
+      "session's keys in one map and rewrites it on each write); those session requests are not "
+      "counted. It does not claim a key before running the handler (two concurrent duplicates "
+      "both run), compares no fingerprint, and has no 409 for a request in progress.\n")
+print("| C | mode | idem (memory) req/s | peer req/s | idem / peer | idem p99 | peer p99 |")
+print("|---|---|---|---|---|---|---|")
+for mode in ("first", "replay"):
+    for c in concurrencies:
+        a, b = med("memory", mode, c), med("peer", mode, c)
+        ratio = "–" if a is None or not b else f"{a / b:.2f}×"
+        print(f"| {c} | {mode} | {rps(a)} | {rps(b)} | {ratio} | "
+              f"{us(med('memory', mode, c, 'p99_us'))} | {us(med('peer', mode, c, 'p99_us'))} |")
+print()
+
+# ------------------------------------------------------------------ RSS
+rss = json.loads(read(f"{OUT}/rss.json", "null") or "null")
+print("## 5. Memory per key\n")
+if rss:
+    stored = rss["status"].get("201", 0)
+    grown = (rss["rss_after_kib"] - rss["rss_before_kib"]) * 1024
+    per_key = grown / stored if stored else float("nan")
+    others = {k: v for k, v in rss["status"].items() if k != "201"}
+    print(f"The `payments` service (`IDEM_STORE=memory`, default `MemoryStore::new()`, capacity "
+          f"1,000,000) was sent {rss['requests']:,} `POST /payments` with distinct keys at "
+          f"concurrency 64 ({rss['rps']:,.0f} req/s). {stored:,} were stored (201)"
+          + (f"; the others answered {others}" if others else "") + ".\n")
+    print("| resident before | resident after | grown | records | per record |")
+    print("|---|---|---|---|---|")
+    print(f"| {rss['rss_before_kib'] / 1024:,.1f} MiB | {rss['rss_after_kib'] / 1024:,.1f} MiB | "
+          f"{grown / 2**20:,.1f} MiB | {stored:,} | {per_key:,.0f} bytes |\n")
+    print("Each record holds the key, the handler's name, the fingerprint, the owner token, the "
+          "times and the stored response (status, `content-type`, the ~40-byte JSON body); the "
+          "payments list itself (one small struct per payment) is in the same figure.\n")
+else:
+    print("(not measured)\n")
+
+# ------------------------------------------------------------------ anomalies
+odd = []
+for r in runs:
+    if r["label"].startswith("pgbench"):
+        continue
+    bad = {k: v for k, v in r["status"].items() if k != "201"}
+    if bad or r["errors"]:
+        odd.append(f"{r['label']} {r['mode']} C={r['concurrency']} round {r['round']}: "
+                   f"statuses {bad or '{}'}, connection errors {r['errors']}")
+    if r["mode"] == "replay" and r["replayed"] != r["requests"]:
+        odd.append(f"{r['label']} replay C={r['concurrency']} round {r['round']}: "
+                   f"{r['replayed']} of {r['requests']} answers were marked replayed")
+print("## Checks\n")
+if odd:
+    print("Answers other than expected (every request should get 201; every replay the replay header):\n")
+    for line in odd:
+        print(f"- {line}")
+else:
+    print("Every measured request got 201, and every replay carried the replay header.")
+print()
+
+notes = read(f"{ROOT}/bench/notes.md")
+if notes:
+    print(notes.strip())

@@ -1,0 +1,306 @@
+//! What `#[idempotent]` costs in process (issue 7, part 1): a trivial axum handler called
+//! through a `Router` with `tower::ServiceExt::oneshot`, bare and under the attribute on the
+//! memory store, for first calls (a new key each time) and replays, at 100 B, 1 KiB and
+//! 64 KiB request bodies; and the memory store's claim at 1 thousand and 1 million records.
+//!
+//! `cargo bench -p idem-tests --bench overhead` runs it and ends with a table of medians and
+//! ratios, all from this one run. Timings never fail anything.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Json, State};
+use axum::http::{Request, StatusCode};
+use axum::routing::post;
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion};
+use http_body_util::BodyExt;
+use idem_runtime::{
+    Claim, Fingerprint, IdempotencyKey, IdempotencyStore, MemoryStore, OwnerToken, RecordId, Store,
+    StoredResponse, idempotent,
+};
+use serde::Serialize;
+use tower::ServiceExt;
+
+#[derive(Clone)]
+struct AppState {
+    idem: Store,
+}
+
+#[derive(Serialize)]
+struct Ack {
+    received: usize,
+}
+
+async fn bare(State(_): State<AppState>, body: Bytes) -> (StatusCode, Json<Ack>) {
+    (
+        StatusCode::CREATED,
+        Json(Ack {
+            received: body.len(),
+        }),
+    )
+}
+
+#[idempotent(store = "app.idem")]
+async fn idem(State(app): State<AppState>, body: Bytes) -> (StatusCode, Json<Ack>) {
+    (
+        StatusCode::CREATED,
+        Json(Ack {
+            received: body.len(),
+        }),
+    )
+}
+
+fn router() -> Router {
+    // Room for every key a benchmark sends: a full store would answer 503.
+    let store = Store::new(MemoryStore::with_capacity(1 << 26));
+    Router::new()
+        .route("/bare", post(bare))
+        .route("/idem", post(idem))
+        .with_state(AppState { idem: store })
+}
+
+fn request(path: &str, key: &str, body: &Bytes) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(Body::from(body.clone()))
+        .expect("a valid request")
+}
+
+/// Sends one request and reads the whole answer.
+async fn call(router: &Router, request: Request<Body>) -> StatusCode {
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let body = response.into_body().collect().await.expect("a body");
+    std::hint::black_box(body);
+    status
+}
+
+const BODIES: [(&str, usize); 3] = [("100B", 100), ("1KiB", 1024), ("64KiB", 64 * 1024)];
+
+fn body_of(size: usize) -> Bytes {
+    let mut body = b"{\"p\":\"".to_vec();
+    body.resize(size - 2, b'x');
+    body.extend_from_slice(b"\"}");
+    Bytes::from(body)
+}
+
+fn oneshot(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut group = c.benchmark_group("oneshot");
+    for (name, size) in BODIES {
+        let body = body_of(size);
+        let router = router();
+        let n = AtomicU64::new(0);
+        group.bench_with_input(BenchmarkId::new("bare", name), &body, |b, body| {
+            b.to_async(&rt).iter(|| async {
+                let key = format!("bench-key-{:012}", n.fetch_add(1, Ordering::Relaxed));
+                let status = call(&router, request("/bare", &key, body)).await;
+                assert_eq!(status, StatusCode::CREATED);
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("first", name), &body, |b, body| {
+            b.to_async(&rt).iter(|| async {
+                let key = format!("bench-key-{:012}", n.fetch_add(1, Ordering::Relaxed));
+                let status = call(&router, request("/idem", &key, body)).await;
+                assert_eq!(status, StatusCode::CREATED);
+            })
+        });
+        let primed = rt.block_on(call(&router, request("/idem", "bench-replay-key", &body)));
+        assert_eq!(primed, StatusCode::CREATED);
+        group.bench_with_input(BenchmarkId::new("replay", name), &body, |b, body| {
+            b.to_async(&rt).iter(|| async {
+                let status = call(&router, request("/idem", "bench-replay-key", body)).await;
+                assert_eq!(status, StatusCode::CREATED);
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Polls a future that is ready at once (the memory store's are).
+fn now<T>(future: impl Future<Output = T>) -> T {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(value) => value,
+        Poll::Pending => panic!("the memory store answers at once"),
+    }
+}
+
+fn claim_of(n: u64) -> Claim {
+    let key = IdempotencyKey::parse(&format!("store-key-{n:012}")).expect("a valid key");
+    Claim {
+        id: RecordId::new("", "bench::handler", key),
+        fingerprint: Fingerprint::from_bytes([7; 32]),
+        token: OwnerToken::random(),
+        lease: Duration::from_secs(30),
+        ttl: Duration::from_secs(24 * 3600),
+    }
+}
+
+fn memory_store(c: &mut Criterion) {
+    let response = StoredResponse {
+        status: 201,
+        headers: vec![(
+            "content-type".into(),
+            Bytes::from_static(b"application/json"),
+        )],
+        body: Bytes::from_static(b"{\"received\":1024}"),
+    };
+    let mut group = c.benchmark_group("memory_store");
+    for (name, records) in [("1k", 1_000u64), ("1M", 1_000_000)] {
+        let store = MemoryStore::with_capacity(4_000_000);
+        for n in 0..records {
+            let claim = claim_of(n);
+            now(store.claim(&claim)).expect("room");
+            assert!(now(store.complete(&claim, &response)).expect("completes"));
+        }
+        // A new key: claimed, then released, so the store keeps its size.
+        let fresh = AtomicU64::new(records);
+        group.bench_function(BenchmarkId::new("claim_new", name), |b| {
+            b.iter_batched(
+                || claim_of(fresh.fetch_add(1, Ordering::Relaxed)),
+                |claim| {
+                    now(store.claim(&claim)).expect("room");
+                    now(store.release(&claim)).expect("released");
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+        // A completed key: the claim returns the stored response (a replay's one store call).
+        let mut i = 0u64;
+        let existing: Vec<Claim> = (0..1024).map(|k| claim_of(k * records / 1024)).collect();
+        group.bench_function(BenchmarkId::new("claim_replay", name), |b| {
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                let claim = &existing[(i % 1024) as usize];
+                std::hint::black_box(now(store.claim(claim)).expect("answers"))
+            })
+        });
+        drop(store);
+    }
+    group.finish();
+}
+
+/// Where criterion writes its estimates: `CRITERION_HOME`, else `<target>/criterion`.
+fn output_directory() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(target).join("criterion");
+    }
+    // target/<profile>/deps/<this binary>
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("criterion")))
+        .unwrap_or_else(|| PathBuf::from("target/criterion"))
+}
+
+/// The median of one benchmark of this run, in nanoseconds.
+fn median(dir: &std::path::Path, id: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(dir.join(id).join("new/estimates.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value["median"]["point_estimate"].as_f64()
+}
+
+fn summary(dir: &std::path::Path) {
+    let us = |ns: f64| format!("{:.2} µs", ns / 1000.0);
+    println!("\n## In-process overhead (medians of this run)\n");
+    println!(
+        "| body | bare | first call | replay | first − bare | replay − bare | first / bare | replay / bare |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, _) in BODIES {
+        let get = |f: &str| median(dir, &format!("oneshot/{f}/{name}"));
+        if let (Some(bare), Some(first), Some(replay)) = (get("bare"), get("first"), get("replay"))
+        {
+            println!(
+                "| {name} | {} | {} | {} | {} | {} | {:.2}× | {:.2}× |",
+                us(bare),
+                us(first),
+                us(replay),
+                us(first - bare),
+                us(replay - bare),
+                first / bare,
+                replay / bare
+            );
+        }
+    }
+    println!("\n## Memory store claim (medians of this run)\n");
+    println!("| operation | 1k records | 1M records | 1M / 1k |");
+    println!("|---|---|---|---|");
+    for op in ["claim_new", "claim_replay"] {
+        let get = |n: &str| median(dir, &format!("memory_store/{op}/{n}"));
+        if let (Some(small), Some(large)) = (get("1k"), get("1M")) {
+            let label = if op == "claim_new" {
+                "claim a new key (+ release)"
+            } else {
+                "claim a completed key"
+            };
+            println!(
+                "| {label} | {:.0} ns | {:.0} ns | {:.2}× |",
+                small,
+                large,
+                large / small
+            );
+        }
+    }
+}
+
+/// `IDEM_BENCH_PROFILE=bare|first|replay [IDEM_BENCH_ITERS=N]`: runs N calls of one case at
+/// 1 KiB and nothing else, for `valgrind --tool=callgrind` (instruction counts per call).
+fn profile(case: &str, iterations: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let router = router();
+    let body = body_of(1024);
+    let path = if case == "bare" { "/bare" } else { "/idem" };
+    rt.block_on(async {
+        for n in 0..iterations {
+            let key = match case {
+                "replay" => "bench-replay-key".to_owned(),
+                _ => format!("bench-key-{n:012}"),
+            };
+            assert_eq!(
+                call(&router, request(path, &key, &body)).await,
+                StatusCode::CREATED
+            );
+        }
+    });
+}
+
+fn main() {
+    if let Ok(case) = std::env::var("IDEM_BENCH_PROFILE") {
+        let iterations = std::env::var("IDEM_BENCH_ITERS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100_000);
+        return profile(&case, iterations);
+    }
+    let dir = output_directory();
+    let mut c = Criterion::default()
+        .output_directory(&dir)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50)
+        .configure_from_args();
+    oneshot(&mut c);
+    memory_store(&mut c);
+    c.final_summary();
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs each case once, without it.
+    if std::env::args().any(|arg| arg == "--bench") {
+        summary(&dir);
+    }
+}

@@ -166,7 +166,7 @@ fn app(store: Store) -> App {
     counter.app(router)
 }
 
-support::http::http_behaviour_tests!(crate::app);
+support::behaviour::http_behaviour_tests!(crate::app);
 
 fn memory() -> Store {
     Store::new(MemoryStore::new())

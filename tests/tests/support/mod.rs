@@ -2,5 +2,6 @@
 //! says `mod support;`).
 #![allow(dead_code)]
 
+pub mod behaviour;
 pub mod http;
 pub mod metrics;

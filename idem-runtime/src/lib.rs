@@ -27,6 +27,15 @@
 //! The decisions live in [`engine`]; the attribute only gathers the request's facts and
 //! hands the handler's body to [`engine::run`] as a future.
 //!
+//! ## Beyond handlers
+//!
+//! - **Plain functions**: `#[idempotent(store = "self.idem", key = "msg.id")]` on any
+//!   `async fn` or method returning `Result<T, E>` (a queue consumer, a job): the stored `T`
+//!   is returned for a repeated key, and conflicts, mismatches and store failures come back
+//!   as `E` through `From<`[`Error`]`>`. See [`call`].
+//! - **The tower layer** (feature `tower`): `IdempotencyLayer::new(store)` on a whole router
+//!   or any tower HTTP service, with the same behaviour and metrics.
+//!
 //! ## Stores
 //!
 //! [`MemoryStore`] (in-process), `SqliteStore` (feature `sqlite`), `PostgresStore` (feature

@@ -17,6 +17,8 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum_core::response::{IntoResponse, Response};
@@ -123,9 +125,10 @@ pub struct Target {
 
 /// Runs one idempotent HTTP request: the single entry point that `#[idempotent]` calls.
 ///
-/// `handler` is the handler's body as a future; it runs at most once per key, in a task of
-/// its own, so that a client hanging up cannot leave a half-finished claim behind: the
-/// response is stored whether or not anyone still waits for it.
+/// `handler` is the handler's body as a future; it runs at most once per key and is never
+/// cancelled halfway: if the client hangs up, it moves into a task of its own and finishes,
+/// so no half-finished claim is left behind and the response is stored whether or not anyone
+/// still waits for it.
 pub async fn run<F>(
     store: Store,
     config: &Config,
@@ -188,13 +191,7 @@ where
             Decision::Execute(how) => {
                 tracing::debug!(?how, "claimed; running the handler");
                 let task = execute(store, config, settings, claim, handler).in_current_span();
-                match tokio::spawn(task).await {
-                    Ok(response) => response,
-                    Err(error) => {
-                        tracing::error!(%error, "the idempotent request's task ended abnormally");
-                        Problem::HandlerPanicked.response(None, None)
-                    }
-                }
+                Detach(Some(Box::pin(task))).await
             }
             Decision::Replay(stored) => capture::replay(stored),
             Decision::Mismatch => problem(Outcome::Mismatch, None, None),
@@ -214,6 +211,49 @@ fn problem(outcome: Outcome, detail: Option<&str>, retry_after: Option<Duration>
     }
 }
 
+/// The handler's run, polled in the request's own task while the client waits, and moved
+/// into a task of its own if the request is dropped first (the client hung up): it is never
+/// cancelled halfway, so its response is still stored. Running in place spares a spawn per
+/// request; the future is boxed so that it can move without being moved.
+struct Detach<F: Future<Output = Response> + Send + 'static>(Option<Pin<Box<F>>>);
+
+impl<F: Future<Output = Response> + Send + 'static> Future for Detach<F> {
+    type Output = Response;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        let Some(task) = self.0.as_mut() else {
+            return Poll::Ready(Problem::HandlerPanicked.response(None, None));
+        };
+        // The handler's own panics are caught inside `execute`; this catches the rest, as a
+        // task of its own would, and drops the broken future rather than running it on.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(response)) => {
+                self.0 = None;
+                Poll::Ready(response)
+            }
+            Err(_) => {
+                self.0 = None;
+                tracing::error!("the idempotent request's task ended abnormally");
+                Poll::Ready(Problem::HandlerPanicked.response(None, None))
+            }
+        }
+    }
+}
+
+impl<F: Future<Output = Response> + Send + 'static> Drop for Detach<F> {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(task)),
+                Err(_) => tracing::error!(
+                    "an idempotent request was dropped outside a tokio runtime; its handler could not finish"
+                ),
+            }
+        }
+    }
+}
+
 /// Runs the handler under a renewed lease, then stores or releases its response.
 async fn execute<F>(
     store: Store,
@@ -226,25 +266,25 @@ where
     F: Future + Send,
     F::Output: IntoResponse,
 {
-    let key = claim.id.key.clone();
+    let key = &claim.id.key;
     persist::renewing(&store, &settings, &claim, async {
         let output = AssertUnwindSafe(handler).catch_unwind().await;
         let response = match output.map(IntoResponse::into_response) {
             Ok(response) => response,
             Err(_) => {
                 tracing::error!("the handler panicked; releasing the claim");
-                persist::release(&store, &settings, &claim, &key).await;
+                persist::release(&store, &settings, &claim, key).await;
                 return Problem::HandlerPanicked.response(None, None);
             }
         };
         if response.status().is_server_error() {
             tracing::info!(status = response.status().as_u16(), "server error: releasing the claim so a retry runs again");
-            persist::release(&store, &settings, &claim, &key).await;
+            persist::release(&store, &settings, &claim, key).await;
             return response;
         }
         match capture::capture(response, config.max_stored_body_value()).await {
             Captured::Storable(stored, response) => {
-                persist::persist(&store, &settings, &claim, &key, &stored).await;
+                persist::persist(&store, &settings, &claim, key, &stored).await;
                 response
             }
             Captured::TooLarge(response) => {
@@ -252,12 +292,12 @@ where
                     limit = config.max_stored_body_value(),
                     "the response body is over the storable limit; sending it unstored and releasing the claim"
                 );
-                persist::release(&store, &settings, &claim, &key).await;
+                persist::release(&store, &settings, &claim, key).await;
                 response
             }
             Captured::BodyFailed(error) => {
                 tracing::error!(%error, "the response body failed while being read; releasing the claim");
-                persist::release(&store, &settings, &claim, &key).await;
+                persist::release(&store, &settings, &claim, key).await;
                 Problem::HandlerPanicked.response(None, None)
             }
         }

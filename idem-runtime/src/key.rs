@@ -57,8 +57,20 @@ impl KeyError {
     }
 }
 
+/// `ALLOWED[b]`: whether byte `b` may appear in a key (`A-Za-z0-9._:-`); one load a byte.
+const ALLOWED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-');
+        b += 1;
+    }
+    table
+};
+
 fn allowed(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
+    ALLOWED[usize::from(b)]
 }
 
 impl IdempotencyKey {

@@ -5,9 +5,10 @@
 //! if it is still full the claim fails as a transient store error (503 for the client). A
 //! live record is never evicted: evicting one would let its key run twice.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, MutexGuard};
+
+use hashbrown::HashTable;
 
 use tokio::time::Instant;
 
@@ -29,9 +30,17 @@ pub const DEFAULT_MEMORY_CAPACITY: usize = 1_000_000;
 /// # drop(store);
 /// ```
 pub struct MemoryStore {
-    shards: Box<[Mutex<HashMap<RecordId, Entry>>]>,
+    shards: Box<[Mutex<HashTable<Slot>>]>,
     shard_capacity: usize,
     hasher: RandomState,
+}
+
+/// A record and its identity's hash, computed once per store call (SipHash, keyed per store:
+/// keys come from clients) and kept, so that growing a shard never hashes a key again.
+struct Slot {
+    hash: u64,
+    id: RecordId,
+    entry: Entry,
 }
 
 struct Entry {
@@ -49,6 +58,17 @@ enum State {
 }
 
 impl Entry {
+    /// A fresh IN_PROGRESS record owned by `claim`.
+    fn claimed(claim: &Claim, now: Instant) -> Self {
+        Entry {
+            fingerprint: claim.fingerprint,
+            token: claim.token,
+            state: State::InProgress,
+            locked_until: now + claim.lease,
+            expires_at: now + claim.ttl,
+        }
+    }
+
     fn record(&self, now: Instant) -> Record {
         let state = match &self.state {
             State::InProgress => RecordState::InProgress {
@@ -94,7 +114,7 @@ impl MemoryStore {
     /// A store holding up to about `capacity` records (rounded up to a multiple of 32).
     pub fn with_capacity(capacity: usize) -> Self {
         MemoryStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
             shard_capacity: capacity.div_ceil(SHARDS).max(1),
             hasher: RandomState::new(),
         }
@@ -110,51 +130,50 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn shard(&self, id: &RecordId) -> MutexGuard<'_, HashMap<RecordId, Entry>> {
-        let index = self.hasher.hash_one(id) as usize % SHARDS;
-        lock(&self.shards[index])
+    /// The identity's hash and its shard, locked. The shard comes from bits that the table
+    /// itself does not use for buckets (low bits) or control bytes (top 7 bits).
+    fn shard(&self, id: &RecordId) -> (u64, MutexGuard<'_, HashTable<Slot>>) {
+        let hash = self.hasher.hash_one(id);
+        let index = (hash >> 40) as usize % SHARDS;
+        (hash, lock(&self.shards[index]))
     }
 
     fn claim_now(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
         let now = Instant::now();
-        let mut shard = self.shard(&claim.id);
-        let acquired = match shard.get(&claim.id) {
-            Some(entry) => match entry.takeover(claim, now) {
-                Some(acquired) => acquired,
-                None => return Ok(ClaimOutcome::Existing(entry.record(now))),
-            },
-            None => {
-                if shard.len() >= self.shard_capacity {
-                    shard.retain(|_, e| e.expires_at > now);
-                    if shard.len() >= self.shard_capacity {
-                        return Err(StoreError::transient(
-                            "the memory store is full of live records",
-                        ));
-                    }
+        let (hash, mut shard) = self.shard(&claim.id);
+        if let Some(slot) = shard.find_mut(hash, |slot| slot.id == claim.id) {
+            return Ok(match slot.entry.takeover(claim, now) {
+                Some(acquired) => {
+                    slot.entry = Entry::claimed(claim, now);
+                    ClaimOutcome::Acquired(acquired)
                 }
-                Acquired::New
+                None => ClaimOutcome::Existing(slot.entry.record(now)),
+            });
+        }
+        if shard.len() >= self.shard_capacity {
+            shard.retain(|slot| slot.entry.expires_at > now);
+            if shard.len() >= self.shard_capacity {
+                return Err(StoreError::transient(
+                    "the memory store is full of live records",
+                ));
             }
+        }
+        let slot = Slot {
+            hash,
+            id: claim.id.clone(),
+            entry: Entry::claimed(claim, now),
         };
-        shard.insert(
-            claim.id.clone(),
-            Entry {
-                fingerprint: claim.fingerprint,
-                token: claim.token,
-                state: State::InProgress,
-                locked_until: now + claim.lease,
-                expires_at: now + claim.ttl,
-            },
-        );
-        Ok(ClaimOutcome::Acquired(acquired))
+        shard.insert_unique(hash, slot, |slot| slot.hash);
+        Ok(ClaimOutcome::Acquired(Acquired::New))
     }
 
     /// Applies `change` to the record if `claim` still owns it.
     fn with_owned(&self, claim: &Claim, change: impl FnOnce(&mut Entry, Instant)) -> bool {
         let now = Instant::now();
-        let mut shard = self.shard(&claim.id);
-        match shard.get_mut(&claim.id) {
-            Some(entry) if entry.token == claim.token => {
-                change(entry, now);
+        let (hash, mut shard) = self.shard(&claim.id);
+        match shard.find_mut(hash, |slot| slot.id == claim.id) {
+            Some(slot) if slot.entry.token == claim.token => {
+                change(&mut slot.entry, now);
                 true
             }
             _ => false,
@@ -207,23 +226,24 @@ impl IdempotencyStore for MemoryStore {
     }
 
     fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<bool>> {
-        let mut shard = self.shard(&claim.id);
-        let owned = shard
-            .get(&claim.id)
-            .is_some_and(|entry| entry.token == claim.token);
-        if owned {
-            shard.remove(&claim.id);
-        }
+        let (hash, mut shard) = self.shard(&claim.id);
+        let owned = match shard.find_entry(hash, |slot| slot.id == claim.id) {
+            Ok(slot) if slot.get().entry.token == claim.token => {
+                slot.remove();
+                true
+            }
+            _ => false,
+        };
         ready(Ok(owned))
     }
 
     fn get<'a>(&'a self, id: &'a RecordId) -> BoxFuture<'a, StoreResult<Option<Record>>> {
         let now = Instant::now();
-        let record = self
-            .shard(id)
-            .get(id)
-            .filter(|entry| entry.expires_at > now)
-            .map(|entry| entry.record(now));
+        let (hash, shard) = self.shard(id);
+        let record = shard
+            .find(hash, |slot| slot.id == *id)
+            .filter(|slot| slot.entry.expires_at > now)
+            .map(|slot| slot.entry.record(now));
         ready(Ok(record))
     }
 
@@ -235,8 +255,8 @@ impl IdempotencyStore for MemoryStore {
                 break;
             }
             let mut shard = lock(shard);
-            shard.retain(|_, entry| {
-                let expired = entry.expires_at <= now && purged < limit;
+            shard.retain(|slot| {
+                let expired = slot.entry.expires_at <= now && purged < limit;
                 purged += usize::from(expired);
                 !expired
             });

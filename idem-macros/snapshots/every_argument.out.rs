@@ -1,6 +1,9 @@
 #[axum::debug_handler]
 async fn ping(
-    __idem_last: crate::reexported::idem::__private::Fingerprinted<Extension<Tenant>>,
+    __idem_last: crate::reexported::idem::__private::Fingerprinted<
+        Extension<Tenant>,
+        true,
+    >,
 ) -> crate::reexported::idem::__private::Response {
     let (Extension(tenant), __idem_head) = __idem_last.into_parts();
     let __idem_store = crate::reexported::idem::__private::store(&(crate::STORE));

@@ -55,7 +55,16 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
     // Spanned at the user's type, so that extractor errors point at the parameter.
     let at_type = last_ty.span();
     let private_at_type = respan(private.clone(), at_type);
-    let fingerprinted = quote_spanned!(at_type=> #private_at_type::Fingerprinted<#last_ty>);
+    // Another key header than the default: the extractor keeps every header for the engine.
+    let custom_header = args
+        .header
+        .as_ref()
+        .is_some_and(|h| !h.value().eq_ignore_ascii_case("Idempotency-Key"));
+    let fingerprinted = if custom_header {
+        quote_spanned!(at_type=> #private_at_type::Fingerprinted<#last_ty, true>)
+    } else {
+        quote_spanned!(at_type=> #private_at_type::Fingerprinted<#last_ty>)
+    };
     // Spanned at the strings, so that type errors in them point there.
     let store_value = match &args.store {
         Some(expr) => quote_spanned!(expr.span()=> #private::store(&(#expr))),

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use axum_core::response::{IntoResponse, Response};
 use futures_util::FutureExt;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use tracing::Instrument;
 
 use crate::capture::{self, Captured};
@@ -91,15 +91,45 @@ pub fn decide(claimed: ClaimOutcome, fingerprint: &Fingerprint) -> Decision {
 /// What the engine needs to know of an HTTP request, gathered before the handler runs.
 #[derive(Debug, Clone)]
 pub struct RequestHead {
-    headers: HeaderMap,
+    key: KeyHeader,
     fingerprint: Fingerprint,
+}
+
+/// Where the key is read from.
+#[derive(Debug, Clone)]
+enum KeyHeader {
+    /// Every header of the request: the key header is chosen later.
+    All(HeaderMap),
+    /// The first two values of the one header that carries the key (a second one makes the
+    /// key invalid, so no more are kept): no copy of the other headers.
+    One {
+        name: &'static str,
+        values: [Option<HeaderValue>; 2],
+    },
 }
 
 impl RequestHead {
     /// The request's headers (the key is read from them) and its fingerprint.
     pub fn new(headers: HeaderMap, fingerprint: Fingerprint) -> Self {
         RequestHead {
-            headers,
+            key: KeyHeader::All(headers),
+            fingerprint,
+        }
+    }
+
+    /// The values of the key header `name` only, when it is known before the request is
+    /// handed on; the engine must then be asked for that same header.
+    pub fn with_key_header(
+        headers: &HeaderMap,
+        name: &'static str,
+        fingerprint: Fingerprint,
+    ) -> Self {
+        let mut found = headers.get_all(name).iter().cloned();
+        RequestHead {
+            key: KeyHeader::One {
+                name,
+                values: [found.next(), found.next()],
+            },
             fingerprint,
         }
     }
@@ -110,7 +140,16 @@ impl RequestHead {
     }
 
     fn key(&self, header: &str) -> Result<IdempotencyKey, KeyError> {
-        IdempotencyKey::from_header_values(self.headers.get_all(header).iter())
+        match &self.key {
+            KeyHeader::All(headers) => {
+                IdempotencyKey::from_header_values(headers.get_all(header).iter())
+            }
+            KeyHeader::One { name, values } if name.eq_ignore_ascii_case(header) => {
+                IdempotencyKey::from_header_values(values.iter().flatten())
+            }
+            // Only a caller that kept another header than it configured gets here.
+            KeyHeader::One { .. } => Err(KeyError::Missing),
+        }
     }
 }
 

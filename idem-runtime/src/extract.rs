@@ -8,6 +8,7 @@ use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use crate::config::DEFAULT_HEADER;
 use crate::engine::RequestHead;
 use crate::fingerprint::Fingerprint;
 
@@ -23,22 +24,27 @@ pub struct Via<M>(std::marker::PhantomData<M>);
 /// Wraps a handler's last extractor: buffers the body, fingerprints method, path, query and
 /// body, then runs the wrapped extractor on the same request. Its rejections pass through
 /// unchanged, before any store access.
+///
+/// `CUSTOM_HEADER` is false (the default) when the key comes in `Idempotency-Key`: only that
+/// header's values are kept for the engine. The attribute sets it when the handler names
+/// another header; all the request's headers are then kept, and the engine reads the one it
+/// is configured with.
 #[derive(Debug)]
-pub struct Fingerprinted<T> {
+pub struct Fingerprinted<T, const CUSTOM_HEADER: bool = false> {
     /// The wrapped extractor's value.
     pub inner: T,
     /// What the engine needs of the request.
     pub head: RequestHead,
 }
 
-impl<T> Fingerprinted<T> {
+impl<T, const CUSTOM_HEADER: bool> Fingerprinted<T, CUSTOM_HEADER> {
     /// The wrapped value and the request head.
     pub fn into_parts(self) -> (T, RequestHead) {
         (self.inner, self.head)
     }
 }
 
-impl<S, M, T> FromRequest<S, Via<M>> for Fingerprinted<T>
+impl<S, M, T, const CUSTOM_HEADER: bool> FromRequest<S, Via<M>> for Fingerprinted<T, CUSTOM_HEADER>
 where
     S: Send + Sync,
     T: FromRequest<S, M>,
@@ -46,7 +52,8 @@ where
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (req, head) = buffer(req).await?;
+        let key_header = (!CUSTOM_HEADER).then_some(DEFAULT_HEADER);
+        let (req, head) = buffer_keeping(req, key_header).await?;
         let inner = T::from_request(req, state)
             .await
             .map_err(IntoResponse::into_response)?;
@@ -59,6 +66,15 @@ where
 /// head. A body over the limit is a 413, a failing one a 400, before any store access. The
 /// attribute's extractor and the tower layer both start here.
 pub(crate) async fn buffer(req: Request) -> Result<(Request, RequestHead), Response> {
+    buffer_keeping(req, None).await
+}
+
+/// [`buffer`], keeping for the engine only the values of `key_header` when it is known, and
+/// every header otherwise.
+pub(crate) async fn buffer_keeping(
+    req: Request,
+    key_header: Option<&'static str>,
+) -> Result<(Request, RequestHead), Response> {
     let (parts, body) = req.with_limited_body().into_parts();
     let bytes = match Limited::new(body, HARD_BODY_LIMIT).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -70,7 +86,10 @@ pub(crate) async fn buffer(req: Request) -> Result<(Request, RequestHead), Respo
         parts.uri.query().unwrap_or(""),
         &bytes,
     );
-    let head = RequestHead::new(parts.headers.clone(), fingerprint);
+    let head = match key_header {
+        Some(name) => RequestHead::with_key_header(&parts.headers, name, fingerprint),
+        None => RequestHead::new(parts.headers.clone(), fingerprint),
+    };
     Ok((Request::from_parts(parts, Body::from(bytes)), head))
 }
 

@@ -31,14 +31,14 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::engine::{Decision, Target, decide};
+use crate::engine::{Decision, Target, claim_and_decide};
 use crate::error::Error;
 use crate::fingerprint::Fingerprint;
 use crate::key::{IdempotencyKey, KeyError};
 use crate::metrics;
 use crate::outcome::Outcome;
 use crate::persist::{self, Settings};
-use crate::record::{Claim, OwnerToken, RecordId, StoredResponse};
+use crate::record::{Claim, StoredResponse};
 use crate::store::Store;
 
 /// The status a stored function result carries.
@@ -217,12 +217,7 @@ where
     let key = match key {
         Ok(key) => key,
         Err(error) => {
-            let outcome = if error.is_missing() {
-                Outcome::MissingKey
-            } else {
-                Outcome::InvalidKey
-            };
-            metrics::outcome(&target.handler, outcome);
+            metrics::outcome(&target.handler, Outcome::from(&error));
             return Err(Error::InvalidKey(error).into());
         }
     };
@@ -232,30 +227,16 @@ where
     let span =
         tracing::info_span!("idempotent", handler = %target.handler, key_prefix = key.prefix());
     let settings = Settings::new(config, &store);
-    let claim = Claim {
-        id: RecordId::new(target.scope, target.handler, key),
-        fingerprint,
-        token: OwnerToken::random(),
-        lease: settings.lease,
-        ttl: settings.ttl,
-    };
+    let claim = settings.claim(target, key, fingerprint);
     let limit = config.max_stored_body_value();
     async move {
-        let claimed = persist::timed(
-            "claim",
-            settings.store_timeout,
-            store.backend().claim(&claim),
-        )
-        .await;
-        let decision = match claimed {
-            Ok(claimed) => decide(claimed, &claim.fingerprint),
+        let decision = match claim_and_decide(&store, &settings, &claim).await {
+            Ok(decision) => decision,
             Err(error) => {
                 tracing::warn!(%error, "the idempotency store could not be reached; the call did not run");
-                metrics::outcome(&claim.id.handler, Outcome::StoreUnavailable);
                 return Err(Error::StoreUnavailable(error).into());
             }
         };
-        metrics::outcome(&claim.id.handler, decision.outcome());
         match decision {
             Decision::Execute(how) => {
                 tracing::debug!(?how, "claimed; running the function");

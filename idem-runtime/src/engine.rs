@@ -33,10 +33,8 @@ use crate::key::{IdempotencyKey, KeyError};
 use crate::metrics;
 use crate::outcome::{Outcome, Problem};
 use crate::persist::{self, Settings};
-use crate::record::{
-    Acquired, Claim, ClaimOutcome, OwnerToken, Record, RecordId, RecordState, StoredResponse,
-};
-use crate::store::Store;
+use crate::record::{Acquired, Claim, ClaimOutcome, Record, RecordState, StoredResponse};
+use crate::store::{Store, StoreError};
 
 /// What the engine does with a request once the store has answered its claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +84,27 @@ pub fn decide(claimed: ClaimOutcome, fingerprint: &Fingerprint) -> Decision {
             },
         },
     }
+}
+
+/// The first step of every idempotent call: claim the key (one store round trip) and decide,
+/// counting the outcome. A store error is counted as `store_unavailable`.
+pub(crate) async fn claim_and_decide(
+    store: &Store,
+    settings: &Settings,
+    claim: &Claim,
+) -> Result<Decision, StoreError> {
+    let decision = persist::timed(
+        "claim",
+        settings.store_timeout,
+        store.backend().claim(claim),
+    )
+    .await
+    .map(|claimed| decide(claimed, &claim.fingerprint));
+    let outcome = decision
+        .as_ref()
+        .map_or(Outcome::StoreUnavailable, Decision::outcome);
+    metrics::outcome(&claim.id.handler, outcome);
+    decision
 }
 
 /// What the engine needs to know of an HTTP request, gathered before the handler runs.
@@ -185,11 +204,7 @@ where
             return handler.await.into_response();
         }
         Err(error) => {
-            let outcome = if error.is_missing() {
-                Outcome::MissingKey
-            } else {
-                Outcome::InvalidKey
-            };
+            let outcome = Outcome::from(&error);
             metrics::outcome(&target.handler, outcome);
             let detail = (!error.is_missing()).then(|| error.to_string());
             return problem(outcome, detail.as_deref(), None);
@@ -198,26 +213,13 @@ where
     let span =
         tracing::info_span!("idempotent", handler = %target.handler, key_prefix = key.prefix());
     let settings = Settings::new(config, &store);
-    let claim = Claim {
-        id: RecordId::new(target.scope, target.handler, key),
-        fingerprint: head.fingerprint,
-        token: OwnerToken::random(),
-        lease: settings.lease,
-        ttl: settings.ttl,
-    };
+    let claim = settings.claim(target, key, head.fingerprint);
     let config = *config;
     async move {
-        let claimed = persist::timed(
-            "claim",
-            settings.store_timeout,
-            store.backend().claim(&claim),
-        )
-        .await;
-        let decision = match claimed {
-            Ok(claimed) => decide(claimed, &claim.fingerprint),
+        let decision = match claim_and_decide(&store, &settings, &claim).await {
+            Ok(decision) => decision,
             Err(error) => {
                 tracing::warn!(%error, "the idempotency store could not be reached; answering 503");
-                metrics::outcome(&claim.id.handler, Outcome::StoreUnavailable);
                 return problem(
                     Outcome::StoreUnavailable,
                     None,
@@ -225,7 +227,6 @@ where
                 );
             }
         };
-        metrics::outcome(&claim.id.handler, decision.outcome());
         match decision {
             Decision::Execute(how) => {
                 tracing::debug!(?how, "claimed; running the handler");

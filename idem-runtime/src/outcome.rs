@@ -71,6 +71,17 @@ impl Outcome {
     }
 }
 
+impl From<&crate::key::KeyError> for Outcome {
+    /// `missing_key` for a missing key, `invalid_key` for every other key error.
+    fn from(error: &crate::key::KeyError) -> Self {
+        if error.is_missing() {
+            Outcome::MissingKey
+        } else {
+            Outcome::InvalidKey
+        }
+    }
+}
+
 /// A response the library itself gives, as an RFC 9457 problem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Problem {

@@ -9,9 +9,11 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::engine::Target;
+use crate::fingerprint::Fingerprint;
 use crate::key::IdempotencyKey;
 use crate::metrics;
-use crate::record::{Claim, StoredResponse};
+use crate::record::{Claim, OwnerToken, RecordId, StoredResponse};
 use crate::store::{BoxFuture, Store, StoreError, StoreResult};
 
 /// The settings of one request, after the store's process-wide overrides.
@@ -35,6 +37,24 @@ impl Settings {
             lease: store.lease_override().unwrap_or(config.lease_value()),
             ttl: config.ttl_value(),
             store_timeout: config.store_timeout_value(),
+        }
+    }
+}
+
+impl Settings {
+    /// A fresh claim of `key` for `target`, with a new owner token.
+    pub(crate) fn claim(
+        &self,
+        target: Target,
+        key: IdempotencyKey,
+        fingerprint: Fingerprint,
+    ) -> Claim {
+        Claim {
+            id: RecordId::new(target.scope, target.handler, key),
+            fingerprint,
+            token: OwnerToken::random(),
+            lease: self.lease,
+            ttl: self.ttl,
         }
     }
 }

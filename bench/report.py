@@ -28,7 +28,10 @@ def read(path, default=""):
 
 
 runs = [json.loads(line) for line in read(f"{OUT}/results.jsonl").splitlines() if line.strip()]
-env = dict(line.split("=", 1) for line in read(f"{OUT}/machine.env").splitlines() if "=" in line)
+env_lines = [line.split("=", 1) for line in read(f"{OUT}/machine.env").splitlines() if "=" in line]
+env = dict(env_lines)
+load_during = [float(v) for k, v in env_lines if k == "load_during"]
+compilers = [int(v or 0) for k, v in env_lines if k == "compilers_during"]
 by = defaultdict(list)
 for r in runs:
     by[(r["label"], r["mode"], r["concurrency"])].append(r)
@@ -89,7 +92,11 @@ print(
 print("## Machine and versions\n")
 print(f"- {sh('nproc')} cores ({cpu}), {mem} GiB memory, {sh('uname -sr')}")
 print(f"- run from {env.get('started', '?')} to {env.get('finished', '?')}; load average "
-      f"(1, 5, 15 min) {env.get('load_before', '?')} before, {env.get('load_after', '?')} after. "
+      f"(1, 5, 15 min) {env.get('load_before', '?')} before, {env.get('load_after', '?')} after"
+      + (f", 1-minute load between {min(load_during):.2f} and {max(load_during):.2f} during the rounds "
+         f"(2.0 is both cores busy; the benchmark itself keeps about 2 busy)" if load_during else "")
+      + (f"; other engineers' compilers (`rustc`) were running at the start of {sum(1 for n in compilers if n)} "
+         f"of {len(compilers)} round steps" if compilers else "") + ". "
       "The machine is shared: other engineers compile on it, so expect noise; "
       "`spread` columns show (max − min) / median over rounds.")
 print(f"- {env.get('rustc', '?')}, release profile; axum {locked('axum')}, hyper {locked('hyper')}, "
@@ -151,14 +158,23 @@ print("## 3. Postgres against its own limit\n")
 print("`pgbench -M prepared -j 1` runs the store's own statements, read from "
       "`idem-runtime/src/store/postgres.rs`, with the same values: the claim and then the "
       "completion (first calls), or the claim alone on one of 1000 completed keys (replays). "
-      "The bench server's pool has 10 connections (`PostgresStore::connect`); pgbench opens C.\n")
-print("| C | first calls (HTTP) | pgbench claim + complete | ratio | replays (HTTP) | pgbench claim | ratio |")
-print("|---|---|---|---|---|---|---|")
+      "The bench server reaches Postgres through `PostgresStore::connect`'s pool of 10 "
+      "connections, so above C = 10 pgbench also runs with 10 clients (`pool` columns): the "
+      "same number of database sessions. Ratios are HTTP requests per second over pgbench "
+      "transactions per second.\n")
+print("| C | first calls (HTTP) | pgbench claim + complete, C clients | ratio | same, 10 clients | ratio | "
+      "replays (HTTP) | pgbench claim, C clients | ratio | same, 10 clients | ratio |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for c in concurrencies:
-    pf, bf = med("postgres", "first", c), med("pgbench-first", "first", c)
-    pr, br = med("postgres", "replay", c), med("pgbench-replay", "replay", c)
-    print(f"| {c} | {rps(pf)} | {rps(bf)} | {pct(pf, bf)} | {rps(pr)} | {rps(br)} | {pct(pr, br)} |")
+    pf, bf, bfp = med("postgres", "first", c), med("pgbench-first", "first", c), med("pgbench-first-pool", "first", c)
+    pr, br, brp = med("postgres", "replay", c), med("pgbench-replay", "replay", c), med("pgbench-replay-pool", "replay", c)
+    print(f"| {c} | {rps(pf)} | {rps(bf)} | {pct(pf, bf)} | {rps(bfp)} | {pct(pf, bfp)} | "
+          f"{rps(pr)} | {rps(br)} | {pct(pr, br)} | {rps(brp)} | {pct(pr, brp)} |")
 print()
+print("Latency at the database, p50 / p99 (pgbench, C clients): " + "; ".join(
+    f"C={c}: claim + complete {us(med('pgbench-first', 'first', c, 'p50_us'))} / "
+    f"{us(med('pgbench-first', 'first', c, 'p99_us'))}, claim {us(med('pgbench-replay', 'replay', c, 'p50_us'))} / "
+    f"{us(med('pgbench-replay', 'replay', c, 'p99_us'))}" for c in concurrencies) + ".\n")
 
 # ------------------------------------------------------------------ peer
 print("## 4. Against a peer: axum-idempotent\n")
@@ -200,6 +216,72 @@ if rss:
           "payments list itself (one small struct per payment) is in the same figure.\n")
 else:
     print("(not measured)\n")
+
+# ------------------------------------------------------------------ goals
+def crit_row(label):
+    m = re.search(r"^\| %s \|(.*)$" % re.escape(label), crit, re.M)
+    return [c.strip() for c in m.group(1).split("|")] if m else None
+
+
+def num(cell):
+    m = re.match(r"(-?[0-9.,]+)", cell or "")
+    return float(m.group(1).replace(",", "")) if m else None
+
+
+print("## Goals of issue 7\n")
+row = crit_row("1KiB")
+if row:
+    first_add, replay_add = num(row[3]), num(row[4])
+    ok = first_add < 2 and replay_add < 2
+    print(f"1. **In-process, 1 KiB, under 2 µs added**: first call adds {first_add:.2f} µs, replay "
+          f"adds {replay_add:.2f} µs: " + ("met." if ok else "not met" + (
+              f" (first call {first_add - 2:+.2f} µs over)" if first_add >= 2 else "") + (
+              f" (replay {replay_add - 2:+.2f} µs over)" if replay_add >= 2 else "") + "."))
+    flat = [(op, num(r[2])) for op, r in (("claim a new key", crit_row("claim a new key (+ release)")),
+                                           ("claim a completed key", crit_row("claim a completed key"))) if r]
+    if flat:
+        print("   **Memory store flat from 1k to 1M records** (read here as within 1.25×): " + ", ".join(
+            f"{op} {x:.2f}×" for op, x in flat) + (": met." if all(x <= 1.25 for _, x in flat) else
+            ": not met; see the notes on what grows."))
+else:
+    print("1. In-process: criterion was not run.")
+items = []
+for mode in ("first", "replay"):
+    for c in concurrencies:
+        v, b = med("memory", mode, c), med("bare", "first", c)
+        if v and b:
+            items.append((f"{mode} C={c}", 100 * v / b))
+if items:
+    ok = all(x >= 90 for _, x in items)
+    print("2. **HTTP, memory store, at least 90% of bare throughput**: " + ", ".join(
+        f"{k} {x:.0f}%" for k, x in items) + (": met." if ok else f": not met (worst {min(x for _, x in items):.0f}%)."))
+items = []
+for mode, label in (("first", "pgbench-first"), ("replay", "pgbench-replay")):
+    for c in concurrencies:
+        v, b = med("postgres", mode, c), med(label, mode, c)
+        if v and b:
+            items.append((f"{mode} C={c}", 100 * v / b))
+if items:
+    ok = all(x >= 85 for _, x in items)
+    print("3. **Postgres, at least 85% of pgbench (C clients)**: " + ", ".join(
+        f"{k} {x:.0f}%" for k, x in items) + (": met." if ok else f": not met (worst {min(x for _, x in items):.0f}%)."))
+items = []
+for mode in ("first", "replay"):
+    for c in concurrencies:
+        a, b = med("memory", mode, c), med("peer", mode, c)
+        pa, pb = med("memory", mode, c, "p99_us"), med("peer", mode, c, "p99_us")
+        if a and b and pa and pb:
+            items.append((f"{mode} C={c}", a / b, pa / pb))
+if items:
+    ahead = [(k, t, p) for k, t, p in items if t > 1 and p < 1]
+    print("4. **Ahead of axum-idempotent on throughput and p99**: " + ", ".join(
+        f"{k} {t:.2f}× throughput, p99 {p:.2f}× theirs" for k, t, p in items) +
+        (": met." if len(ahead) == len(items) else f": met in {len(ahead)} of {len(items)} cases."))
+if rss and rss["status"].get("201"):
+    stored = rss["status"]["201"]
+    print(f"5. **Memory**: {(rss['rss_after_kib'] - rss['rss_before_kib']) * 1024 / stored:,.0f} bytes "
+          f"resident per stored key ({stored:,} keys).")
+print()
 
 # ------------------------------------------------------------------ anomalies
 odd = []

@@ -141,13 +141,15 @@ psql_bench -c "INSERT INTO idempotency_keys (scope, handler, idempotency_key, re
          now(), now() + interval '1 day'
   FROM generate_series(1, 1000) k ON CONFLICT DO NOTHING" >/dev/null
 
-# pgbench LABEL SCRIPT C ROUND: one pgbench run, recorded like a loadgen run.
+# pgbench LABEL SCRIPT CLIENTS ROUND [AS_C]: one pgbench run, recorded like a loadgen run (under
+# concurrency AS_C, default CLIENTS).
+POOL=10 # PostgresStore::connect's pool
 pgb() {
-  local label=$1 script=$2 c=$3 round=$4 raw
+  local label=$1 script=$2 c=$3 round=$4 as_c=${5:-$3} raw
   raw=$("$PG_BIN/pgbench" -n -M prepared -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "$c" -j 1 \
     -T "$DURATION" -f "$OUT/$script" --log --log-prefix="$OUT/pgbench_log" idem_bench 2>&1) || {
     echo "$raw" >&2; return 1; }
-  python3 - "$label" "$c" "$round" "$OUT" "$DURATION" <<PY >>"$OUT/results.jsonl"
+  python3 - "$label" "$as_c" "$round" "$OUT" "$DURATION" <<PY >>"$OUT/results.jsonl"
 import glob, json, os, re, sys
 label, c, rnd, out, dur = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
 raw = """$raw"""
@@ -170,17 +172,22 @@ PY
 for round in $(seq 1 "$ROUNDS"); do
   for c in $CONCURRENCY; do
     log "round $round/$ROUNDS, concurrency $c"
+    echo "load_during=$(cut -d' ' -f1 /proc/loadavg)" >>"$OUT/machine.env"
+    echo "compilers_during=$(pgrep -xc rustc || true)" >>"$OUT/machine.env" # other engineers' builds
     load bare "$MEM" /bare first "$c" "$round"
     load memory "$MEM" /idem first "$c" "$round"
     load peer "$MEM" /peer first "$c" "$round" --session /peer/session
     load sqlite "$SQLITE" /idem first "$c" "$round"
     load postgres "$PG" /idem first "$c" "$round"
     pgb pgbench-first pg_first.sql "$c" "$round"
+    # The bench server talks to Postgres through at most POOL connections: pgbench with as many.
+    [ "$c" -gt "$POOL" ] && pgb pgbench-first-pool pg_first.sql "$POOL" "$round" "$c"
     load memory "$MEM" /idem replay "$c" "$round"
     load peer "$MEM" /peer replay "$c" "$round" --session /peer/session
     load sqlite "$SQLITE" /idem replay "$c" "$round"
     load postgres "$PG" /idem replay "$c" "$round"
     pgb pgbench-replay pg_replay.sql "$c" "$round"
+    [ "$c" -gt "$POOL" ] && pgb pgbench-replay-pool pg_replay.sql "$POOL" "$round" "$c"
   done
 done
 

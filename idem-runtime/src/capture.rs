@@ -12,6 +12,9 @@ use crate::record::StoredResponse;
 /// The header a replayed response carries.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
+/// [`REPLAYED_HEADER`] as a name, built once rather than parsed for every replay.
+const REPLAYED: HeaderName = HeaderName::from_static(REPLAYED_HEADER);
+
 /// Headers that belong to one connection, never to the stored response (RFC 9110 7.6.1).
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -119,7 +122,7 @@ pub(crate) fn replay(stored: StoredResponse) -> Response {
             tracing::warn!("a stored header could not be replayed and was skipped");
         }
     }
-    headers.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    headers.insert(REPLAYED, HeaderValue::from_static("true"));
     response
 }
 

@@ -35,6 +35,7 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 {
   echo "started=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "commit=$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- idem-runtime idem-macros examples 2>/dev/null || echo ' plus uncommitted changes')"
 } >"$OUT/machine.env"
 
 log "building in release (bench_server, loadgen, payments)"
@@ -195,8 +196,8 @@ done
 log "payments (memory store): resident memory after $RSS_KEYS keys"
 start payments payments IDEM_STORE=memory; PAY=$ADDR; PAY_PID=$PID
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-"$BIN/loadgen" --addr "$PAY" --path /payments --mode first --concurrency 4 --duration 1 \
-  --tag warm --body '{"amount":1200,"currency":"EUR"}' >/dev/null
+"$BIN/loadgen" --addr "$PAY" --path /payments --mode first --concurrency 4 --duration 5 \
+  --requests 2000 --tag warm --body '{"amount":1200,"currency":"EUR"}' >/dev/null
 RSS_BEFORE=$(rss_kib "$PAY_PID")
 "$BIN/loadgen" --addr "$PAY" --path /payments --mode first --concurrency 64 --duration 300 \
   --requests "$RSS_KEYS" --tag rss --label payments-rss \

@@ -32,6 +32,15 @@ pub struct Server {
     pub stat_statements: bool,
     /// Kept open for the life of the process: closing it stops a server started here.
     _watchdog: Option<Mutex<(Child, ChildStdin)>>,
+    /// Where a server started here lives, to stop and start it again.
+    local: Option<Local>,
+}
+
+/// A server started here: its binaries, folder and port.
+struct Local {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
 }
 
 /// A database of its own for one test. On a server started here it goes with the server;
@@ -72,6 +81,21 @@ pub async fn database() -> Option<TestDb> {
     Some(server.create_database().await)
 }
 
+/// A server of its own for one test (never `DATABASE_URL`'s), which the test may stop and
+/// start again ([`Server::stop_immediately`], [`Server::restart`]) without disturbing the
+/// other tests of the binary. Its commits are durable, so they survive the stop. `None` when
+/// no binaries are found (after [`skip`]).
+pub async fn own_server() -> Option<Server> {
+    let Some(bin) = find_binaries() else {
+        skip("no initdb/postgres binaries under /usr/lib/postgresql/*/bin or on PATH");
+        return None;
+    };
+    match start_local(bin, true).await {
+        Ok(server) => Some(server),
+        Err(reason) => panic!("{reason}"),
+    }
+}
+
 /// A fresh database and a migrated store on it: the conformance suite's constructor.
 pub async fn fixture() -> Option<(Store, TestDb)> {
     let db = database().await?;
@@ -84,6 +108,30 @@ impl Server {
         PgConnection::connect_with(&self.admin)
             .await
             .expect("the test server accepts connections")
+    }
+
+    /// Stops a server started here as a crash would (`pg_ctl stop -m immediate`): every
+    /// connection drops, nothing is shut down cleanly.
+    pub async fn stop_immediately(&self) {
+        let local = self.local.as_ref().expect("a server started by the tests");
+        let script = r#""$1/pg_ctl" -D "$2/data" -m immediate -w stop"#;
+        run_as_owner(script, &[&local.bin, &local.dir]).await;
+    }
+
+    /// Starts a server stopped by [`Server::stop_immediately`] again, on the same port and
+    /// data folder (it recovers from its log), and waits until it accepts connections.
+    pub async fn restart(&self) {
+        let local = self.local.as_ref().expect("a server started by the tests");
+        let script = format!(
+            r#"dir="$2"; bin="$1"; port="$3"; sync=on
+{PRELOAD}
+"$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -o "{OPTIONS}" start >/dev/null"#
+        );
+        let port = local.port.to_string();
+        run_as_owner(&script, &[&local.bin, &local.dir, Path::new(&port)]).await;
+        wait_until_ready(self)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", logs(&local.dir)));
     }
 
     /// Creates a database named `idem_t_<pid>_<n>_<random>`.
@@ -167,9 +215,16 @@ async fn start() -> Result<Server, String> {
         "no initdb/postgres binaries under /usr/lib/postgresql/*/bin or on PATH, and no \
          DATABASE_URL (install the `postgresql` package; .ci/run does)",
     )?;
-    let (watchdog, port, dir) = tokio::task::spawn_blocking(move || spawn_server(&bin))
-        .await
-        .map_err(|e| format!("starting postgres panicked: {e}"))??;
+    start_local(bin, false).await
+}
+
+/// Starts a server here; `durable` makes its commits survive a crash.
+async fn start_local(bin: PathBuf, durable: bool) -> Result<Server, String> {
+    let spawned = bin.clone();
+    let (watchdog, port, dir) =
+        tokio::task::spawn_blocking(move || spawn_server(&spawned, durable))
+            .await
+            .map_err(|e| format!("starting postgres panicked: {e}"))??;
     let admin = PgConnectOptions::new()
         .host("127.0.0.1")
         .port(port)
@@ -180,6 +235,11 @@ async fn start() -> Result<Server, String> {
         url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
         stat_statements: true,
         _watchdog: Some(Mutex::new(watchdog)),
+        local: Some(Local {
+            bin,
+            dir: dir.clone(),
+            port,
+        }),
     };
     wait_until_ready(&server)
         .await
@@ -204,6 +264,7 @@ async fn external(url: &str) -> Result<Server, String> {
         url: url.to_owned(),
         stat_statements: loaded.is_some_and(|l| l.contains("pg_stat_statements")),
         _watchdog: None,
+        local: None,
     })
 }
 
@@ -255,28 +316,62 @@ fn is_root() -> bool {
         .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
 }
 
-/// The script the watchdog runs: initdb, start postgres, wait for stdin to close, stop, clean.
-const WATCHDOG: &str = r#"
-dir="$1"; bin="$2"; port="$3"
-"$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C --no-sync \
-    >"$dir/initdb.log" 2>&1 || { echo "initdb failed" >"$dir/failed"; exit 1; }
-preload=""
+/// Sets `preload` to `pg_stat_statements` when the extension is installed.
+const PRELOAD: &str = r#"preload=""
 if [ -f "$("$bin/pg_config" --pkglibdir 2>/dev/null)/pg_stat_statements.so" ] \
     || [ -f "$bin/../lib/pg_stat_statements.so" ]; then
     preload="pg_stat_statements"
-fi
-"$bin/postgres" -D "$dir/data" -p "$port" -k "$dir" -c listen_addresses=127.0.0.1 \
-    -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-    -c max_connections=300 -c shared_preload_libraries="$preload" \
-    >"$dir/postgres.log" 2>&1 &
+fi"#;
+
+/// The server's options (shell text: `$port`, `$dir`, `$preload` and `$sync` are the
+/// script's). Commits wait for their log to be written (`$sync` = `on`) only on servers a test
+/// crashes: with `off`, `pg_ctl stop -m immediate` loses commits already acknowledged.
+const OPTIONS: &str = "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off \
+    -c synchronous_commit=$sync -c full_page_writes=off -c max_connections=300 \
+    -c shared_preload_libraries=$preload";
+
+/// The script the watchdog runs: initdb, start postgres, wait for stdin to close, stop, clean.
+/// It stops the server with `pg_ctl`, which also finds one that a test restarted.
+fn watchdog_script() -> String {
+    format!(
+        r#"
+dir="$1"; bin="$2"; port="$3"; sync="$4"
+"$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C --no-sync \
+    >"$dir/initdb.log" 2>&1 || {{ echo "initdb failed" >"$dir/failed"; exit 1; }}
+{PRELOAD}
+"$bin/postgres" -D "$dir/data" {OPTIONS} >"$dir/postgres.log" 2>&1 &
 pid=$!
 cat >/dev/null
+"$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1
 kill -INT "$pid" 2>/dev/null
 wait "$pid"
 rm -rf "$dir"
-"#;
+"#
+    )
+}
 
-fn spawn_server(bin: &Path) -> Result<((Child, ChildStdin), u16, PathBuf), String> {
+/// Runs `script` with `args` as `$1..`, as the `postgres` user when running as root, and
+/// panics with its output if it fails.
+async fn run_as_owner(script: &str, args: &[&Path]) {
+    let mut command = if is_root() {
+        let mut c = tokio::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--", "sh", "-c", script, "pg"]);
+        c
+    } else {
+        let mut c = tokio::process::Command::new("sh");
+        c.args(["-c", script, "pg"]);
+        c
+    };
+    let out = command.args(args).output().await.expect("run sh");
+    assert!(
+        out.status.success(),
+        "{script}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn spawn_server(bin: &Path, durable: bool) -> Result<((Child, ChildStdin), u16, PathBuf), String> {
     let dir = std::env::temp_dir().join(format!(
         "idem-pg-{}-{}",
         std::process::id(),
@@ -287,6 +382,7 @@ fn spawn_server(bin: &Path) -> Result<((Child, ChildStdin), u16, PathBuf), Strin
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("no free port: {e}"))?
         .port();
+    let script = watchdog_script();
     let mut command = if is_root() {
         let owner = Command::new("chown")
             .args(["postgres:postgres"])
@@ -296,17 +392,18 @@ fn spawn_server(bin: &Path) -> Result<((Child, ChildStdin), u16, PathBuf), Strin
             return Err("running as root, and `chown postgres` failed (no postgres user?)".into());
         }
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", "sh", "-c", WATCHDOG, "watchdog"]);
+        c.args(["-u", "postgres", "--", "sh", "-c", &script, "watchdog"]);
         c
     } else {
         let mut c = Command::new("sh");
-        c.args(["-c", WATCHDOG, "watchdog"]);
+        c.args(["-c", &script, "watchdog"]);
         c
     };
     let mut child = command
         .arg(&dir)
         .arg(bin)
         .arg(port.to_string())
+        .arg(if durable { "on" } else { "off" })
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

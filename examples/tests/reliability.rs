@@ -288,7 +288,7 @@ async fn a_claim_left_by_a_killed_process_is_taken_over_after_its_lease() {
     let url = db.url();
     let slow = [
         ("IDEM_STORE", url.as_str()),
-        ("IDEM_LEASE", "6s"),
+        ("IDEM_LEASE", "10s"),
         ("PAYMENTS_LATENCY_MS", "60000"),
     ];
     let doomed = Service::start(&slow).await;
@@ -307,7 +307,7 @@ async fn a_claim_left_by_a_killed_process_is_taken_over_after_its_lease() {
         "the killed process never answered"
     );
 
-    let restarted = Service::start(&[("IDEM_STORE", &url), ("IDEM_LEASE", "6s")]).await;
+    let restarted = Service::start(&[("IDEM_STORE", &url), ("IDEM_LEASE", "10s")]).await;
     let client = restarted.client;
     let left = lease_left(&db, "crash-key-0001")
         .await
@@ -348,7 +348,7 @@ async fn a_claim_left_by_a_killed_process_is_taken_over_after_its_lease() {
     assert_eq!(outcome_count(&client, "recovered").await, 1);
     println!(
         "crash: 4 requests (1 killed in flight); statuses 409 x1 then 201 x2 (1 replay); \
-         payments created {payments}; recovered {:?} after the kill (lease 6s)",
+         payments created {payments}; recovered {:?} after the kill (lease 10s)",
         started.elapsed()
     );
 }
@@ -361,8 +361,8 @@ async fn a_live_handler_slower_than_its_lease_is_never_taken_over() {
     let url = db.url();
     let env = [
         ("IDEM_STORE", url.as_str()),
-        ("IDEM_LEASE", "1s"),
-        ("PAYMENTS_LATENCY_MS", "4000"),
+        ("IDEM_LEASE", "2s"),
+        ("PAYMENTS_LATENCY_MS", "6000"),
     ];
     let (owner, other) = tokio::join!(Service::start(&env), Service::start(&env));
     let client = owner.client;
@@ -373,7 +373,7 @@ async fn a_live_handler_slower_than_its_lease_is_never_taken_over() {
         || async { lease_left(&db, "live-key-00001").await.is_some() },
     )
     .await;
-    // Duplicates through the other instance over four leases' time: the owner renews.
+    // Duplicates through the other instance over three leases' time: the owner renews.
     let mut duplicates = Vec::new();
     while !first.is_finished() {
         let reply = other.client.pay(Some("live-key-00001"), EUR).await.unwrap();
@@ -402,7 +402,7 @@ async fn a_live_handler_slower_than_its_lease_is_never_taken_over() {
         "duplicates kept arriving over several leases"
     );
     println!(
-        "live owner: {} duplicates over a 4s handler with a 1s lease; statuses {:?}; \
+        "live owner: {} duplicates over a 6s handler with a 2s lease; statuses {:?}; \
          payments created {payments}",
         duplicates.len(),
         statuses(&duplicates)

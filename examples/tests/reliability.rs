@@ -583,9 +583,10 @@ async fn hostile_keys_and_requests_are_refused_before_any_record() {
         problem(&missing, 400, "missing-key", "missing"),
     ));
 
-    // Oversized bodies with a valid key: 413 before any record. This is the application's
-    // body limit (axum's `DefaultBodyLimit`), answered as axum answers it, in plain text; the
-    // second announces 20 MiB and sends 3, and is answered without waiting for the rest.
+    // Oversized bodies with a valid key: 413 problem+json before any record. This is the
+    // application's body limit (axum's `DefaultBodyLimit`), applied by the attribute while it
+    // buffers the body; the second announces 20 MiB and sends 3, and is answered without
+    // waiting for the rest.
     let body = format!(
         r#"{{"amount":1,"currency":"EUR","pad":"{}"}}"#,
         "x".repeat(3 << 20)
@@ -602,10 +603,9 @@ async fn hostile_keys_and_requests_are_refused_before_any_record() {
         )
         .await
         .unwrap();
-    assert_eq!(reply.status, 413, "{}", reply.text());
     answers.push((
         "body 3 MiB".into(),
-        Answer::Refused("413 body limit".into()),
+        problem(&reply, 413, "body-too-large", "body 3 MiB"),
     ));
     let announced = format!(
         "POST /payments HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
@@ -614,9 +614,14 @@ async fn hostile_keys_and_requests_are_refused_before_any_record() {
     );
     let (status, text) = raw(&client, announced.as_bytes()).await;
     assert_eq!(status, Some(413), "{text}");
+    assert!(
+        text.contains("application/problem+json")
+            && text.contains("urn:idem:problem:body-too-large"),
+        "{text}"
+    );
     answers.push((
         "body 20 MiB announced".into(),
-        Answer::Refused("413 body limit".into()),
+        Answer::Problem(413),
     ));
 
     // Bytes hyper's client will not send: control characters, NUL, line breaks, and a

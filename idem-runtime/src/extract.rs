@@ -1,11 +1,11 @@
 //! The axum side of `#[idempotent]`: an extractor wrapper that buffers the body, fingerprints
 //! the request and hands the body on to the handler's own extractor.
 
+use crate::outcome::Problem;
 use axum_core::RequestExt;
 use axum_core::body::Body;
 use axum_core::extract::{FromRequest, Request};
 use axum_core::response::{IntoResponse, Response};
-use http::StatusCode;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::config::DEFAULT_HEADER;
@@ -107,16 +107,9 @@ fn body_error(error: Box<dyn std::error::Error + Send + Sync>) -> Response {
         found
     };
     if too_large {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Failed to buffer the request body: length limit exceeded",
-        )
-            .into_response()
+        Problem::BodyTooLarge.response(None, None)
     } else {
-        (
-            StatusCode::BAD_REQUEST,
-            format!("Failed to buffer the request body: {error}"),
-        )
-            .into_response()
+        tracing::debug!(%error, "idempotency: the request body could not be read");
+        Problem::BodyUnreadable.response(None, None)
     }
 }

@@ -97,6 +97,11 @@ pub enum Problem {
     StoreUnavailable,
     /// 500: the handler panicked.
     HandlerPanicked,
+    /// 413: the request body is over the application's body limit (axum's `DefaultBodyLimit`,
+    /// or the library's own cap when that is disabled). Answered before any store access.
+    BodyTooLarge,
+    /// 400: the request body could not be read. Answered before any store access.
+    BodyUnreadable,
 }
 
 struct Row {
@@ -144,6 +149,18 @@ impl Problem {
                 slug: "handler-panicked",
                 title: "The request failed",
                 detail: "The handler failed unexpectedly; nothing was stored, so a retry with the same key runs again.",
+            },
+            Problem::BodyTooLarge => Row {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                slug: "body-too-large",
+                title: "Request body too large",
+                detail: "The request body is larger than this endpoint accepts. Nothing was recorded for its idempotency key.",
+            },
+            Problem::BodyUnreadable => Row {
+                status: StatusCode::BAD_REQUEST,
+                slug: "body-unreadable",
+                title: "Request body unreadable",
+                detail: "The request body could not be read. Nothing was recorded for its idempotency key.",
             },
         }
     }
@@ -204,6 +221,8 @@ mod tests {
             Problem::Conflict,
             Problem::StoreUnavailable,
             Problem::HandlerPanicked,
+            Problem::BodyTooLarge,
+            Problem::BodyUnreadable,
         ];
         let types: std::collections::HashSet<_> = all.iter().map(|p| p.type_uri()).collect();
         assert_eq!(types.len(), all.len());

@@ -177,6 +177,7 @@ pub async fn the_applications_body_limit_applies_before_any_record(app: App) {
     let long = Call::new("/string", TEXT, "a body longer than sixteen bytes");
     let large = send(&router, long.request(Some(KEY))).await;
     assert_eq!(large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(large.problem_type(), "urn:idem:problem:body-too-large");
     assert_eq!(app.runs(), 0);
     // The same key with a body under the limit runs: the 413 left no record.
     let small = send(

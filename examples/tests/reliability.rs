@@ -619,10 +619,7 @@ async fn hostile_keys_and_requests_are_refused_before_any_record() {
             && text.contains("urn:idem:problem:body-too-large"),
         "{text}"
     );
-    answers.push((
-        "body 20 MiB announced".into(),
-        Answer::Problem(413),
-    ));
+    answers.push(("body 20 MiB announced".into(), Answer::Problem(413)));
 
     // Bytes hyper's client will not send: control characters, NUL, line breaks, and a
     // header of 1 MiB. The server refuses them itself, or closes the connection.

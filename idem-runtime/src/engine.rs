@@ -94,7 +94,7 @@ pub(crate) async fn claim_and_decide(
     claim: &Claim,
 ) -> Result<Decision, StoreError> {
     let decision = persist::timed(
-        "claim",
+        metrics::StoreOp::Claim,
         settings.store_timeout,
         store.backend().claim(claim),
     )

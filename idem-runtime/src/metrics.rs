@@ -1,14 +1,20 @@
 //! Metric names (SPEC section 5) and the small functions that record them. Labels never
 //! carry a key: `handler` is a function name or route, bounded by the code.
 //!
-//! Handlers are passed as `&Cow<'static, str>` rather than `&str`: cloning a borrowed `Cow`
-//! into a label costs nothing, where a `&str` would be copied for every request.
+//! Recording allocates nothing on the request path: the store histogram's keys are statics,
+//! one per operation, and the request counter's keys are built once per handler and outcome
+//! on each thread, then shared (their labels behind an `Arc`, their hash computed once).
+//! Every call still goes through the installed recorder, so a recorder installed later (or
+//! only for a scope, as the tests do) sees everything from then on.
 #![allow(clippy::ptr_arg)]
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::time::Duration;
 
-use crate::outcome::Outcome;
+use metrics::{Key, Label, Level, Metadata};
+
+use crate::outcome::{OUTCOMES, Outcome};
 
 /// Counter: requests by `handler` and `outcome`.
 pub const REQUESTS_TOTAL: &str = "idempotency_requests_total";
@@ -19,9 +25,85 @@ pub const STORAGE_RETRIES_TOTAL: &str = "idempotency_storage_retries_total";
 /// Histogram: seconds per store operation, by `op`.
 pub const STORE_SECONDS: &str = "idempotency_store_seconds";
 
+/// What `metrics::counter!` and `metrics::histogram!` would attach here.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// A store operation: the `op` label of `idempotency_store_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreOp {
+    Claim,
+    Complete,
+    Fail,
+    Release,
+    Renew,
+}
+
+impl StoreOp {
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            StoreOp::Claim => "claim",
+            StoreOp::Complete => "complete",
+            StoreOp::Fail => "fail",
+            StoreOp::Release => "release",
+            StoreOp::Renew => "renew",
+        }
+    }
+
+    fn key(self) -> &'static Key {
+        static CLAIM: [Label; 1] = [Label::from_static_parts("op", StoreOp::Claim.label())];
+        static COMPLETE: [Label; 1] = [Label::from_static_parts("op", StoreOp::Complete.label())];
+        static FAIL: [Label; 1] = [Label::from_static_parts("op", StoreOp::Fail.label())];
+        static RELEASE: [Label; 1] = [Label::from_static_parts("op", StoreOp::Release.label())];
+        static RENEW: [Label; 1] = [Label::from_static_parts("op", StoreOp::Renew.label())];
+        static KEYS: [Key; 5] = [
+            Key::from_static_parts(STORE_SECONDS, &CLAIM),
+            Key::from_static_parts(STORE_SECONDS, &COMPLETE),
+            Key::from_static_parts(STORE_SECONDS, &FAIL),
+            Key::from_static_parts(STORE_SECONDS, &RELEASE),
+            Key::from_static_parts(STORE_SECONDS, &RENEW),
+        ];
+        &KEYS[self as usize]
+    }
+}
+
+/// How many handlers' request keys a thread keeps; past that, keys are built per call.
+const CACHED_HANDLERS: usize = 64;
+
+/// A handler's `idempotency_requests_total` keys, by outcome, built when first used.
+type HandlerKeys = (Cow<'static, str>, [Option<Key>; OUTCOMES.len()]);
+
+thread_local! {
+    static REQUEST_KEYS: RefCell<Vec<HandlerKeys>> = const { RefCell::new(Vec::new()) };
+}
+
+fn request_key(handler: &Cow<'static, str>, outcome: Outcome) -> Key {
+    let build = || {
+        let labels = vec![
+            Label::new("handler", handler.clone()),
+            Label::new("outcome", outcome.label()),
+        ];
+        Key::from_parts(REQUESTS_TOTAL, labels)
+    };
+    REQUEST_KEYS.with_borrow_mut(|cache| {
+        let at = match cache.iter().position(|(name, _)| name == handler) {
+            Some(at) => at,
+            None if cache.len() < CACHED_HANDLERS => {
+                cache.push((handler.clone(), Default::default()));
+                cache.len() - 1
+            }
+            None => return build(),
+        };
+        match cache[at].1.get_mut(outcome as usize) {
+            Some(slot) => slot.get_or_insert_with(|| build().to_retained()).clone(),
+            None => build(),
+        }
+    })
+}
+
 pub(crate) fn outcome(handler: &Cow<'static, str>, outcome: Outcome) {
-    metrics::counter!(REQUESTS_TOTAL, "handler" => handler.clone(), "outcome" => outcome.label())
-        .increment(1);
+    let key = request_key(handler, outcome);
+    metrics::with_recorder(|recorder| recorder.register_counter(&key, &METADATA)).increment(1);
 }
 
 pub(crate) fn storage_failure(handler: &Cow<'static, str>) {
@@ -32,6 +114,7 @@ pub(crate) fn storage_retry(handler: &Cow<'static, str>) {
     metrics::counter!(STORAGE_RETRIES_TOTAL, "handler" => handler.clone()).increment(1);
 }
 
-pub(crate) fn store_time(op: &'static str, elapsed: Duration) {
-    metrics::histogram!(STORE_SECONDS, "op" => op).record(elapsed.as_secs_f64());
+pub(crate) fn store_time(op: StoreOp, elapsed: Duration) {
+    metrics::with_recorder(|recorder| recorder.register_histogram(op.key(), &METADATA))
+        .record(elapsed.as_secs_f64());
 }

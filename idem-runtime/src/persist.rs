@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::engine::Target;
 use crate::fingerprint::Fingerprint;
 use crate::key::IdempotencyKey;
-use crate::metrics;
+use crate::metrics::{self, StoreOp};
 use crate::record::{Claim, OwnerToken, RecordId, StoredResponse};
 use crate::store::{BoxFuture, Store, StoreError, StoreResult};
 
@@ -62,7 +62,7 @@ impl Settings {
 /// One store operation, timed into `idempotency_store_seconds{op}` and bounded by
 /// `timeout` (a timeout is a transient error).
 pub(crate) async fn timed<T>(
-    op: &'static str,
+    op: StoreOp,
     timeout: Duration,
     call: impl Future<Output = StoreResult<T>>,
 ) -> StoreResult<T> {
@@ -70,7 +70,8 @@ pub(crate) async fn timed<T>(
     let result = match tokio::time::timeout(timeout, call).await {
         Ok(result) => result,
         Err(_) => Err(StoreError::transient(format!(
-            "the store did not answer {op} within {timeout:?}"
+            "the store did not answer {} within {timeout:?}",
+            op.label()
         ))),
     };
     metrics::store_time(op, started.elapsed());
@@ -83,7 +84,7 @@ pub(crate) async fn with_retries<'a, T>(
     store: &'a Store,
     settings: &Settings,
     handler: &Cow<'static, str>,
-    op: &'static str,
+    op: StoreOp,
     mut call: impl FnMut() -> BoxFuture<'a, StoreResult<T>>,
 ) -> StoreResult<T> {
     let mut attempt = 0;
@@ -93,7 +94,7 @@ pub(crate) async fn with_retries<'a, T>(
             Err(error) if error.is_transient() && attempt + 1 < settings.retries => {
                 metrics::storage_retry(handler);
                 let delay = settings.backoff.delay(attempt, store.jitter());
-                tracing::warn!(op, attempt = attempt + 1, ?delay, %error, "idempotency store write failed; retrying");
+                tracing::warn!(op = op.label(), attempt = attempt + 1, ?delay, %error, "idempotency store write failed; retrying");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
@@ -114,7 +115,7 @@ pub(crate) async fn persist(
 ) {
     let handler = &claim.id.handler;
     let backend = store.backend();
-    let completed = with_retries(store, settings, handler, "complete", || {
+    let completed = with_retries(store, settings, handler, StoreOp::Complete, || {
         backend.complete(claim, response)
     })
     .await;
@@ -136,7 +137,10 @@ pub(crate) async fn persist(
         %error,
         "the response could not be stored; marking the key FAILED_STORAGE so that a retry runs the handler again"
     );
-    let marked = with_retries(store, settings, handler, "fail", || backend.fail(claim)).await;
+    let marked = with_retries(store, settings, handler, StoreOp::Fail, || {
+        backend.fail(claim)
+    })
+    .await;
     if let Err(error) = marked {
         tracing::error!(
             key_prefix = key.prefix(),
@@ -155,7 +159,7 @@ pub(crate) async fn release(
     key: &IdempotencyKey,
 ) {
     let backend = store.backend();
-    let released = with_retries(store, settings, &claim.id.handler, "release", || {
+    let released = with_retries(store, settings, &claim.id.handler, StoreOp::Release, || {
         backend.release(claim)
     })
     .await;
@@ -183,7 +187,7 @@ pub(crate) async fn renewing<T>(
         loop {
             ticks.tick().await;
             match timed(
-                "renew",
+                StoreOp::Renew,
                 settings.store_timeout,
                 store.backend().renew(claim),
             )

@@ -265,7 +265,7 @@ where
     F: Future<Output = Result<T, E>>,
 {
     let key = &claim.id.key;
-    let ran = persist::renewing(store, settings, claim, async {
+    let ran = persist::renewing(store, settings, claim, std::pin::pin!(async {
         match AssertUnwindSafe(body).catch_unwind().await {
             Ok(Ok(value)) => {
                 match serde_json::to_vec(&value) {
@@ -306,7 +306,7 @@ where
                 Err(panic)
             }
         }
-    })
+    }))
     .await;
     match ran {
         Ok(result) => result,

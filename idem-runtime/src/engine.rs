@@ -307,7 +307,7 @@ where
     F::Output: IntoResponse,
 {
     let key = &claim.id.key;
-    persist::renewing(&store, &settings, &claim, async {
+    persist::renewing(&store, &settings, &claim, std::pin::pin!(async {
         let output = AssertUnwindSafe(handler).catch_unwind().await;
         let response = match output.map(IntoResponse::into_response) {
             Ok(response) => response,
@@ -341,7 +341,7 @@ where
                 Problem::HandlerPanicked.response(None, None)
             }
         }
-    })
+    }))
     .await
 }
 

@@ -2,7 +2,10 @@
 #![allow(clippy::ptr_arg)] // handler names are `&Cow` so that labels clone for free
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -60,14 +63,18 @@ impl Settings {
 }
 
 /// One store operation, timed into `idempotency_store_seconds{op}` and bounded by
-/// `timeout` (a timeout is a transient error).
+/// `timeout` (a timeout is a transient error). The clock is read twice: the start (which
+/// also sets the deadline) and the end.
 pub(crate) async fn timed<T>(
     op: StoreOp,
     timeout: Duration,
     call: impl Future<Output = StoreResult<T>>,
 ) -> StoreResult<T> {
     let started = Instant::now();
-    let result = match tokio::time::timeout(timeout, call).await {
+    // A timeout too long to be a deadline waits as long as the clock allows (as
+    // `tokio::time::timeout` does, with no deadline).
+    let deadline = started.checked_add(timeout).unwrap_or_else(far_future);
+    let result = match tokio::time::timeout_at(deadline, call).await {
         Ok(result) => result,
         Err(_) => Err(StoreError::transient(format!(
             "the store did not answer {} within {timeout:?}",
@@ -76,6 +83,11 @@ pub(crate) async fn timed<T>(
     };
     metrics::store_time(op, started.elapsed());
     result
+}
+
+/// About thirty years from now: tokio's own stand-in for "never".
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365 * 30)
 }
 
 /// Runs `call` up to `settings.retries` times in all, sleeping
@@ -174,38 +186,59 @@ pub(crate) async fn release(
 
 /// Runs `work` while renewing the claim's lease every third of the lease, so a slow handler
 /// in a live process is never taken over.
-pub(crate) async fn renewing<T>(
+///
+/// `work` is pinned by the caller, so that this future holds a pointer to it rather than a
+/// second copy. Most handlers finish in their first poll: the renewals (a timer and a store
+/// call, boxed) are made only when the work is still pending after it.
+pub(crate) fn renewing<'a, W: Future + 'a>(
+    store: &'a Store,
+    settings: &'a Settings,
+    claim: &'a Claim,
+    mut work: Pin<&'a mut W>,
+) -> impl Future<Output = W::Output> + 'a {
+    let every = (settings.lease / 3).max(Duration::from_millis(1));
+    let first = Instant::now() + every;
+    let mut renewals = None;
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        let renewals = renewals
+            .get_or_insert_with(|| Box::pin(renew_every(store, settings, claim, first, every)));
+        // Renewals never end: polling them only sets the wake-up for the next one.
+        match renewals.as_mut().poll(cx) {
+            Poll::Ready(never) => match never {},
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
+/// Renews the claim's lease at `first`, then every `every`, for as long as it is polled.
+async fn renew_every(
     store: &Store,
     settings: &Settings,
     claim: &Claim,
-    work: impl Future<Output = T>,
-) -> T {
-    let every = (settings.lease / 3).max(Duration::from_millis(1));
-    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+    first: Instant,
+    every: Duration,
+) -> Infallible {
+    let mut ticks = tokio::time::interval_at(first, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let renew = async {
-        loop {
-            ticks.tick().await;
-            match timed(
-                StoreOp::Renew,
-                settings.store_timeout,
-                store.backend().renew(claim),
-            )
-            .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(
-                        "the claim's lease could not be renewed: the record is no longer owned by this request"
-                    );
-                }
-                Err(error) => tracing::warn!(%error, "the claim's lease could not be renewed"),
+    loop {
+        ticks.tick().await;
+        match timed(
+            StoreOp::Renew,
+            settings.store_timeout,
+            store.backend().renew(claim),
+        )
+        .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    "the claim's lease could not be renewed: the record is no longer owned by this request"
+                );
             }
+            Err(error) => tracing::warn!(%error, "the claim's lease could not be renewed"),
         }
-    };
-    tokio::pin!(work, renew);
-    match futures_util::future::select(work, renew).await {
-        futures_util::future::Either::Left((out, _)) => out,
-        futures_util::future::Either::Right(((), work)) => work.await,
     }
 }

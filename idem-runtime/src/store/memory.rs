@@ -35,12 +35,28 @@ pub struct MemoryStore {
     hasher: RandomState,
 }
 
-/// A record and its identity's hash, computed once per store call (SipHash, keyed per store:
-/// keys come from clients) and kept, so that growing a shard never hashes a key again.
+/// A bucket of a shard's table: the identity's hash (SipHash, keyed per store: keys come
+/// from clients), computed once per store call and kept, so that growing a shard never hashes
+/// a key again and a probe compares hashes before it touches a record; and the record, boxed.
+///
+/// Boxing keeps the table at 16 bytes a record, so that at a million records a probe meets
+/// fewer cache and TLB misses, and a new record writes one cache line of the table rather
+/// than four.
 struct Slot {
     hash: u64,
-    id: RecordId,
+    record: Box<Stored>,
+}
+
+/// A record: what a claim reads first (the entry), then its identity.
+struct Stored {
     entry: Entry,
+    id: RecordId,
+}
+
+impl Slot {
+    fn is(&self, hash: u64, id: &RecordId) -> bool {
+        self.hash == hash && self.record.id == *id
+    }
 }
 
 struct Entry {
@@ -141,17 +157,18 @@ impl MemoryStore {
     fn claim_now(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
         let now = Instant::now();
         let (hash, mut shard) = self.shard(&claim.id);
-        if let Some(slot) = shard.find_mut(hash, |slot| slot.id == claim.id) {
-            return Ok(match slot.entry.takeover(claim, now) {
+        if let Some(slot) = shard.find_mut(hash, |slot| slot.is(hash, &claim.id)) {
+            let entry = &mut slot.record.entry;
+            return Ok(match entry.takeover(claim, now) {
                 Some(acquired) => {
-                    slot.entry = Entry::claimed(claim, now);
+                    *entry = Entry::claimed(claim, now);
                     ClaimOutcome::Acquired(acquired)
                 }
-                None => ClaimOutcome::Existing(slot.entry.record(now)),
+                None => ClaimOutcome::Existing(entry.record(now)),
             });
         }
         if shard.len() >= self.shard_capacity {
-            shard.retain(|slot| slot.entry.expires_at > now);
+            shard.retain(|slot| slot.record.entry.expires_at > now);
             if shard.len() >= self.shard_capacity {
                 return Err(StoreError::transient(
                     "the memory store is full of live records",
@@ -160,8 +177,10 @@ impl MemoryStore {
         }
         let slot = Slot {
             hash,
-            id: claim.id.clone(),
-            entry: Entry::claimed(claim, now),
+            record: Box::new(Stored {
+                entry: Entry::claimed(claim, now),
+                id: claim.id.clone(),
+            }),
         };
         shard.insert_unique(hash, slot, |slot| slot.hash);
         Ok(ClaimOutcome::Acquired(Acquired::New))
@@ -171,9 +190,9 @@ impl MemoryStore {
     fn with_owned(&self, claim: &Claim, change: impl FnOnce(&mut Entry, Instant)) -> bool {
         let now = Instant::now();
         let (hash, mut shard) = self.shard(&claim.id);
-        match shard.find_mut(hash, |slot| slot.id == claim.id) {
-            Some(slot) if slot.entry.token == claim.token => {
-                change(&mut slot.entry, now);
+        match shard.find_mut(hash, |slot| slot.is(hash, &claim.id)) {
+            Some(slot) if slot.record.entry.token == claim.token => {
+                change(&mut slot.record.entry, now);
                 true
             }
             _ => false,
@@ -227,8 +246,8 @@ impl IdempotencyStore for MemoryStore {
 
     fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<bool>> {
         let (hash, mut shard) = self.shard(&claim.id);
-        let owned = match shard.find_entry(hash, |slot| slot.id == claim.id) {
-            Ok(slot) if slot.get().entry.token == claim.token => {
+        let owned = match shard.find_entry(hash, |slot| slot.is(hash, &claim.id)) {
+            Ok(slot) if slot.get().record.entry.token == claim.token => {
                 slot.remove();
                 true
             }
@@ -241,9 +260,10 @@ impl IdempotencyStore for MemoryStore {
         let now = Instant::now();
         let (hash, shard) = self.shard(id);
         let record = shard
-            .find(hash, |slot| slot.id == *id)
-            .filter(|slot| slot.entry.expires_at > now)
-            .map(|slot| slot.entry.record(now));
+            .find(hash, |slot| slot.is(hash, id))
+            .map(|slot| &slot.record.entry)
+            .filter(|entry| entry.expires_at > now)
+            .map(|entry| entry.record(now));
         ready(Ok(record))
     }
 
@@ -256,7 +276,7 @@ impl IdempotencyStore for MemoryStore {
             }
             let mut shard = lock(shard);
             shard.retain(|slot| {
-                let expired = slot.entry.expires_at <= now && purged < limit;
+                let expired = slot.record.entry.expires_at <= now && purged < limit;
                 purged += usize::from(expired);
                 !expired
             });

@@ -38,10 +38,12 @@ pub(crate) enum Captured {
     BodyFailed(axum_core::Error),
 }
 
-/// Buffers the body up to `limit` bytes. Single-chunk bodies are not copied.
+/// Buffers the body up to `limit` bytes. Single-chunk bodies are neither copied nor put in
+/// a list.
 pub(crate) async fn capture(response: Response, limit: usize) -> Captured {
     let (parts, mut body) = response.into_parts();
-    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = match frame {
@@ -52,21 +54,25 @@ pub(crate) async fn capture(response: Response, limit: usize) -> Captured {
             continue; // trailers are not stored
         };
         total = total.saturating_add(data.len());
-        chunks.push(data);
+        match first {
+            None => first = Some(data),
+            Some(_) => more.push(data),
+        }
         if total > limit {
-            let head =
-                futures_util::stream::iter(chunks.into_iter().map(Ok::<_, axum_core::Error>));
+            let chunks = first.into_iter().chain(more);
+            let head = futures_util::stream::iter(chunks.map(Ok::<_, axum_core::Error>));
             let rest = body.into_data_stream();
             let body = Body::from_stream(futures_util::StreamExt::chain(head, rest));
             return Captured::TooLarge(Response::from_parts(parts, body));
         }
     }
-    let bytes = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
+    let bytes = match first {
+        None => Bytes::new(),
+        Some(only) if more.is_empty() => only,
+        Some(first) => {
             let mut all = BytesMut::with_capacity(total);
-            chunks.iter().for_each(|c| all.extend_from_slice(c));
+            all.extend_from_slice(&first);
+            more.iter().for_each(|c| all.extend_from_slice(c));
             all.freeze()
         }
     };

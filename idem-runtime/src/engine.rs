@@ -214,7 +214,7 @@ where
         tracing::info_span!("idempotent", handler = %target.handler, key_prefix = key.prefix());
     let settings = Settings::new(config, &store);
     let claim = settings.claim(target, key, head.fingerprint);
-    let config = *config;
+    let limit = config.max_stored_body_value();
     async move {
         let decision = match claim_and_decide(&store, &settings, &claim).await {
             Ok(decision) => decision,
@@ -230,7 +230,7 @@ where
         match decision {
             Decision::Execute(how) => {
                 tracing::debug!(?how, "claimed; running the handler");
-                let task = execute(store, config, settings, claim, handler).in_current_span();
+                let task = execute(store, limit, settings, claim, handler).in_current_span();
                 Detach(Some(Box::pin(task))).await
             }
             Decision::Replay(stored) => capture::replay(stored),
@@ -297,7 +297,7 @@ impl<F: Future<Output = Response> + Send + 'static> Drop for Detach<F> {
 /// Runs the handler under a renewed lease, then stores or releases its response.
 async fn execute<F>(
     store: Store,
-    config: Config,
+    limit: usize,
     settings: Settings,
     claim: Claim,
     handler: F,
@@ -322,14 +322,14 @@ where
             persist::release(&store, &settings, &claim, key).await;
             return response;
         }
-        match capture::capture(response, config.max_stored_body_value()).await {
+        match capture::capture(response, limit).await {
             Captured::Storable(stored, response) => {
                 persist::persist(&store, &settings, &claim, key, &stored).await;
                 response
             }
             Captured::TooLarge(response) => {
                 tracing::warn!(
-                    limit = config.max_stored_body_value(),
+                    limit,
                     "the response body is over the storable limit; sending it unstored and releasing the claim"
                 );
                 persist::release(&store, &settings, &claim, key).await;

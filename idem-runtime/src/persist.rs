@@ -4,11 +4,11 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::backoff::Backoff;
 use crate::config::Config;
@@ -64,30 +64,38 @@ impl Settings {
 
 /// One store operation, timed into `idempotency_store_seconds{op}` and bounded by
 /// `timeout` (a timeout is a transient error). The clock is read twice: the start (which
-/// also sets the deadline) and the end.
+/// also sets the deadline) and the end. The timer is made only if the store does not answer
+/// at once (the memory store always does); a timeout too long to be a deadline is none, as
+/// with `tokio::time::timeout`.
 pub(crate) async fn timed<T>(
     op: StoreOp,
     timeout: Duration,
     call: impl Future<Output = StoreResult<T>>,
 ) -> StoreResult<T> {
     let started = Instant::now();
-    // A timeout too long to be a deadline waits as long as the clock allows (as
-    // `tokio::time::timeout` does, with no deadline).
-    let deadline = started.checked_add(timeout).unwrap_or_else(far_future);
-    let result = match tokio::time::timeout_at(deadline, call).await {
-        Ok(result) => result,
-        Err(_) => Err(StoreError::transient(format!(
-            "the store did not answer {} within {timeout:?}",
-            op.label()
-        ))),
-    };
+    let deadline = started.checked_add(timeout);
+    let mut call = pin!(call);
+    // Boxed: a store that makes a timer waits for a round trip anyway, and this future (part
+    // of every request's) stays small.
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    let result = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = call.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        if let (None, Some(deadline)) = (&timer, deadline) {
+            timer = Some(Box::pin(tokio::time::sleep_until(deadline)));
+        }
+        match timer.as_mut().map(|timer| timer.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(StoreError::transient(format!(
+                "the store did not answer {} within {timeout:?}",
+                op.label()
+            )))),
+            _ => Poll::Pending,
+        }
+    })
+    .await;
     metrics::store_time(op, started.elapsed());
     result
-}
-
-/// About thirty years from now: tokio's own stand-in for "never".
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86400 * 365 * 30)
 }
 
 /// Runs `call` up to `settings.retries` times in all, sleeping
@@ -107,7 +115,8 @@ pub(crate) async fn with_retries<'a, T>(
                 metrics::storage_retry(handler);
                 let delay = settings.backoff.delay(attempt, store.jitter());
                 tracing::warn!(op = op.label(), attempt = attempt + 1, ?delay, %error, "idempotency store write failed; retrying");
-                tokio::time::sleep(delay).await;
+                // Boxed, so that the retry's timer does not widen every request's future.
+                Box::pin(tokio::time::sleep(delay)).await;
                 attempt += 1;
             }
             Err(error) => return Err(error),

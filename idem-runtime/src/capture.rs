@@ -40,48 +40,51 @@ pub(crate) enum Captured {
 
 /// Buffers the body up to `limit` bytes. Single-chunk bodies are neither copied nor put in
 /// a list.
-pub(crate) async fn capture(response: Response, limit: usize) -> Captured {
-    let (parts, mut body) = response.into_parts();
-    let mut first: Option<Bytes> = None;
-    let mut more: Vec<Bytes> = Vec::new();
-    let mut total = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(error) => return Captured::BodyFailed(error),
-        };
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers are not stored
-        };
-        total = total.saturating_add(data.len());
-        match first {
-            None => first = Some(data),
-            Some(_) => more.push(data),
+#[allow(clippy::manual_async_fn)] // its arguments held once: see `persist`
+pub(crate) fn capture(response: Response, limit: usize) -> impl Future<Output = Captured> {
+    async move {
+        let (parts, mut body) = response.into_parts();
+        let mut first: Option<Bytes> = None;
+        let mut more: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(error) => return Captured::BodyFailed(error),
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers are not stored
+            };
+            total = total.saturating_add(data.len());
+            match first {
+                None => first = Some(data),
+                Some(_) => more.push(data),
+            }
+            if total > limit {
+                let chunks = first.into_iter().chain(more);
+                let head = futures_util::stream::iter(chunks.map(Ok::<_, axum_core::Error>));
+                let rest = body.into_data_stream();
+                let body = Body::from_stream(futures_util::StreamExt::chain(head, rest));
+                return Captured::TooLarge(Response::from_parts(parts, body));
+            }
         }
-        if total > limit {
-            let chunks = first.into_iter().chain(more);
-            let head = futures_util::stream::iter(chunks.map(Ok::<_, axum_core::Error>));
-            let rest = body.into_data_stream();
-            let body = Body::from_stream(futures_util::StreamExt::chain(head, rest));
-            return Captured::TooLarge(Response::from_parts(parts, body));
-        }
+        let bytes = match first {
+            None => Bytes::new(),
+            Some(only) if more.is_empty() => only,
+            Some(first) => {
+                let mut all = BytesMut::with_capacity(total);
+                all.extend_from_slice(&first);
+                more.iter().for_each(|c| all.extend_from_slice(c));
+                all.freeze()
+            }
+        };
+        let stored = StoredResponse {
+            status: parts.status.as_u16(),
+            headers: end_to_end(&parts.headers),
+            body: bytes.clone(),
+        };
+        Captured::Storable(stored, Response::from_parts(parts, Body::from(bytes)))
     }
-    let bytes = match first {
-        None => Bytes::new(),
-        Some(only) if more.is_empty() => only,
-        Some(first) => {
-            let mut all = BytesMut::with_capacity(total);
-            all.extend_from_slice(&first);
-            more.iter().for_each(|c| all.extend_from_slice(c));
-            all.freeze()
-        }
-    };
-    let stored = StoredResponse {
-        status: parts.status.as_u16(),
-        headers: end_to_end(&parts.headers),
-        body: bytes.clone(),
-    };
-    Captured::Storable(stored, Response::from_parts(parts, Body::from(bytes)))
 }
 
 /// The headers worth storing: all but hop-by-hop ones and those named in `Connection`.

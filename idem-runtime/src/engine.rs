@@ -88,23 +88,26 @@ pub fn decide(claimed: ClaimOutcome, fingerprint: &Fingerprint) -> Decision {
 
 /// The first step of every idempotent call: claim the key (one store round trip) and decide,
 /// counting the outcome. A store error is counted as `store_unavailable`.
-pub(crate) async fn claim_and_decide(
+#[allow(clippy::manual_async_fn)] // its arguments held once, as in `persist`
+pub(crate) fn claim_and_decide(
     store: &Store,
     settings: &Settings,
     claim: &Claim,
-) -> Result<Decision, StoreError> {
-    let decision = persist::timed(
-        metrics::StoreOp::Claim,
-        settings.store_timeout,
-        store.backend().claim(claim),
-    )
-    .await
-    .map(|claimed| decide(claimed, &claim.fingerprint));
-    let outcome = decision
-        .as_ref()
-        .map_or(Outcome::StoreUnavailable, Decision::outcome);
-    metrics::outcome(&claim.id.handler, outcome);
-    decision
+) -> impl Future<Output = Result<Decision, StoreError>> {
+    async move {
+        let decision = persist::timed(
+            metrics::StoreOp::Claim,
+            settings.store_timeout,
+            store.backend().claim(claim),
+        )
+        .await
+        .map(|claimed| decide(claimed, &claim.fingerprint));
+        let outcome = decision
+            .as_ref()
+            .map_or(Outcome::StoreUnavailable, Decision::outcome);
+        metrics::outcome(&claim.id.handler, outcome);
+        decision
+    }
 }
 
 /// What the engine needs to know of an HTTP request, gathered before the handler runs.
@@ -294,55 +297,60 @@ impl<F: Future<Output = Response> + Send + 'static> Drop for Detach<F> {
     }
 }
 
-/// Runs the handler under a renewed lease, then stores or releases its response.
-async fn execute<F>(
+/// Runs the handler under a renewed lease, then stores or releases its response. (A plain
+/// function returning an `async move` block, so that its future, boxed for every executed
+/// request, holds its arguments once: see `persist`.)
+#[allow(clippy::manual_async_fn)]
+fn execute<F>(
     store: Store,
     limit: usize,
     settings: Settings,
     claim: Claim,
     handler: F,
-) -> Response
+) -> impl Future<Output = Response>
 where
     F: Future + Send,
     F::Output: IntoResponse,
 {
-    let key = &claim.id.key;
-    persist::renewing(&store, &settings, &claim, std::pin::pin!(async {
-        let output = AssertUnwindSafe(handler).catch_unwind().await;
-        let response = match output.map(IntoResponse::into_response) {
-            Ok(response) => response,
-            Err(_) => {
-                tracing::error!("the handler panicked; releasing the claim");
+    async move {
+        let key = &claim.id.key;
+        persist::renewing(&store, &settings, &claim, std::pin::pin!(async {
+            let output = AssertUnwindSafe(handler).catch_unwind().await;
+            let response = match output.map(IntoResponse::into_response) {
+                Ok(response) => response,
+                Err(_) => {
+                    tracing::error!("the handler panicked; releasing the claim");
+                    persist::release(&store, &settings, &claim, key).await;
+                    return Problem::HandlerPanicked.response(None, None);
+                }
+            };
+            if response.status().is_server_error() {
+                tracing::info!(status = response.status().as_u16(), "server error: releasing the claim so a retry runs again");
                 persist::release(&store, &settings, &claim, key).await;
-                return Problem::HandlerPanicked.response(None, None);
+                return response;
             }
-        };
-        if response.status().is_server_error() {
-            tracing::info!(status = response.status().as_u16(), "server error: releasing the claim so a retry runs again");
-            persist::release(&store, &settings, &claim, key).await;
-            return response;
-        }
-        match capture::capture(response, limit).await {
-            Captured::Storable(stored, response) => {
-                persist::persist(&store, &settings, &claim, key, &stored).await;
-                response
+            match capture::capture(response, limit).await {
+                Captured::Storable(stored, response) => {
+                    persist::persist(&store, &settings, &claim, key, &stored).await;
+                    response
+                }
+                Captured::TooLarge(response) => {
+                    tracing::warn!(
+                        limit,
+                        "the response body is over the storable limit; sending it unstored and releasing the claim"
+                    );
+                    persist::release(&store, &settings, &claim, key).await;
+                    response
+                }
+                Captured::BodyFailed(error) => {
+                    tracing::error!(%error, "the response body failed while being read; releasing the claim");
+                    persist::release(&store, &settings, &claim, key).await;
+                    Problem::HandlerPanicked.response(None, None)
+                }
             }
-            Captured::TooLarge(response) => {
-                tracing::warn!(
-                    limit,
-                    "the response body is over the storable limit; sending it unstored and releasing the claim"
-                );
-                persist::release(&store, &settings, &claim, key).await;
-                response
-            }
-            Captured::BodyFailed(error) => {
-                tracing::error!(%error, "the response body failed while being read; releasing the claim");
-                persist::release(&store, &settings, &claim, key).await;
-                Problem::HandlerPanicked.response(None, None)
-            }
-        }
-    }))
-    .await
+        }))
+        .await
+    }
 }
 
 #[cfg(test)]

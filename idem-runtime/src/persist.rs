@@ -1,5 +1,10 @@
 //! Talking to the store on the request path: bounded, timed, retried with backoff.
+//!
+//! These are plain functions returning `async move` blocks rather than `async fn`s: an
+//! `async fn` keeps its arguments twice in its future (as received, and moved into the body),
+//! and these futures are part of every request's, which is boxed and moved.
 #![allow(clippy::ptr_arg)] // handler names are `&Cow` so that labels clone for free
+#![allow(clippy::manual_async_fn)] // on purpose: see above
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -67,59 +72,63 @@ impl Settings {
 /// also sets the deadline) and the end. The timer is made only if the store does not answer
 /// at once (the memory store always does); a timeout too long to be a deadline is none, as
 /// with `tokio::time::timeout`.
-pub(crate) async fn timed<T>(
+pub(crate) fn timed<T>(
     op: StoreOp,
     timeout: Duration,
     call: impl Future<Output = StoreResult<T>>,
-) -> StoreResult<T> {
-    let started = Instant::now();
-    let deadline = started.checked_add(timeout);
-    let mut call = pin!(call);
-    // Boxed: a store that makes a timer waits for a round trip anyway, and this future (part
-    // of every request's) stays small.
-    let mut timer: Option<Pin<Box<Sleep>>> = None;
-    let result = std::future::poll_fn(|cx| {
-        if let Poll::Ready(result) = call.as_mut().poll(cx) {
-            return Poll::Ready(result);
-        }
-        if let (None, Some(deadline)) = (&timer, deadline) {
-            timer = Some(Box::pin(tokio::time::sleep_until(deadline)));
-        }
-        match timer.as_mut().map(|timer| timer.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(StoreError::transient(format!(
-                "the store did not answer {} within {timeout:?}",
-                op.label()
-            )))),
-            _ => Poll::Pending,
-        }
-    })
-    .await;
-    metrics::store_time(op, started.elapsed());
-    result
+) -> impl Future<Output = StoreResult<T>> {
+    async move {
+        let started = Instant::now();
+        let deadline = started.checked_add(timeout);
+        let mut call = pin!(call);
+        // Boxed: a store that makes a timer waits for a round trip anyway, and this future (part
+        // of every request's) stays small.
+        let mut timer: Option<Pin<Box<Sleep>>> = None;
+        let result = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = call.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            if let (None, Some(deadline)) = (&timer, deadline) {
+                timer = Some(Box::pin(tokio::time::sleep_until(deadline)));
+            }
+            match timer.as_mut().map(|timer| timer.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(StoreError::transient(format!(
+                    "the store did not answer {} within {timeout:?}",
+                    op.label()
+                )))),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        metrics::store_time(op, started.elapsed());
+        result
+    }
 }
 
 /// Runs `call` up to `settings.retries` times in all, sleeping
 /// `backoff.delay(attempt)` between attempts. Permanent errors are not retried.
-pub(crate) async fn with_retries<'a, T>(
+pub(crate) fn with_retries<'a, T>(
     store: &'a Store,
     settings: &Settings,
     handler: &Cow<'static, str>,
     op: StoreOp,
     mut call: impl FnMut() -> BoxFuture<'a, StoreResult<T>>,
-) -> StoreResult<T> {
-    let mut attempt = 0;
-    loop {
-        match timed(op, settings.store_timeout, call()).await {
-            Ok(value) => return Ok(value),
-            Err(error) if error.is_transient() && attempt + 1 < settings.retries => {
-                metrics::storage_retry(handler);
-                let delay = settings.backoff.delay(attempt, store.jitter());
-                tracing::warn!(op = op.label(), attempt = attempt + 1, ?delay, %error, "idempotency store write failed; retrying");
-                // Boxed, so that the retry's timer does not widen every request's future.
-                Box::pin(tokio::time::sleep(delay)).await;
-                attempt += 1;
+) -> impl Future<Output = StoreResult<T>> {
+    async move {
+        let mut attempt = 0;
+        loop {
+            match timed(op, settings.store_timeout, call()).await {
+                Ok(value) => return Ok(value),
+                Err(error) if error.is_transient() && attempt + 1 < settings.retries => {
+                    metrics::storage_retry(handler);
+                    let delay = settings.backoff.delay(attempt, store.jitter());
+                    tracing::warn!(op = op.label(), attempt = attempt + 1, ?delay, %error, "idempotency store write failed; retrying");
+                    // Boxed, so that the retry's timer does not widen every request's future.
+                    Box::pin(tokio::time::sleep(delay)).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
             }
-            Err(error) => return Err(error),
         }
     }
 }
@@ -127,69 +136,73 @@ pub(crate) async fn with_retries<'a, T>(
 /// Stores the response; when every attempt fails, marks the record FAILED_STORAGE (also
 /// retried). If even that fails, the record stays IN_PROGRESS and its lease expiry makes it
 /// recoverable.
-pub(crate) async fn persist(
+pub(crate) fn persist(
     store: &Store,
     settings: &Settings,
     claim: &Claim,
     key: &IdempotencyKey,
     response: &StoredResponse,
-) {
-    let handler = &claim.id.handler;
-    let backend = store.backend();
-    let completed = with_retries(store, settings, handler, StoreOp::Complete, || {
-        backend.complete(claim, response)
-    })
-    .await;
-    let error = match completed {
-        Ok(true) => return,
-        Ok(false) => {
-            tracing::warn!(
-                key_prefix = key.prefix(),
-                "the claim was lost before the response could be stored (its lease expired and another request took it over); this response was not stored"
-            );
-            return;
-        }
-        Err(error) => error,
-    };
-    metrics::storage_failure(handler);
-    tracing::error!(
-        key_prefix = key.prefix(),
-        attempts = settings.retries,
-        %error,
-        "the response could not be stored; marking the key FAILED_STORAGE so that a retry runs the handler again"
-    );
-    let marked = with_retries(store, settings, handler, StoreOp::Fail, || {
-        backend.fail(claim)
-    })
-    .await;
-    if let Err(error) = marked {
+) -> impl Future<Output = ()> {
+    async move {
+        let handler = &claim.id.handler;
+        let backend = store.backend();
+        let completed = with_retries(store, settings, handler, StoreOp::Complete, || {
+            backend.complete(claim, response)
+        })
+        .await;
+        let error = match completed {
+            Ok(true) => return,
+            Ok(false) => {
+                tracing::warn!(
+                    key_prefix = key.prefix(),
+                    "the claim was lost before the response could be stored (its lease expired and another request took it over); this response was not stored"
+                );
+                return;
+            }
+            Err(error) => error,
+        };
+        metrics::storage_failure(handler);
         tracing::error!(
             key_prefix = key.prefix(),
+            attempts = settings.retries,
             %error,
-            "the key could not be marked FAILED_STORAGE either; it stays IN_PROGRESS until its lease expires"
+            "the response could not be stored; marking the key FAILED_STORAGE so that a retry runs the handler again"
         );
+        let marked = with_retries(store, settings, handler, StoreOp::Fail, || {
+            backend.fail(claim)
+        })
+        .await;
+        if let Err(error) = marked {
+            tracing::error!(
+                key_prefix = key.prefix(),
+                %error,
+                "the key could not be marked FAILED_STORAGE either; it stays IN_PROGRESS until its lease expires"
+            );
+        }
     }
 }
 
 /// Deletes the claim so that a retry runs the handler again (5xx, panic, oversized body).
 /// If that fails, the lease expiry frees the key.
-pub(crate) async fn release(
+pub(crate) fn release(
     store: &Store,
     settings: &Settings,
     claim: &Claim,
     key: &IdempotencyKey,
-) {
-    let backend = store.backend();
-    let released = with_retries(store, settings, &claim.id.handler, StoreOp::Release, || {
-        backend.release(claim)
-    })
-    .await;
-    if let Err(error) = released {
-        tracing::warn!(
-            key_prefix = key.prefix(),
-            %error,
-            "the claim could not be released; the key is free again when its lease expires"
-        );
+) -> impl Future<Output = ()> {
+    async move {
+        let backend = store.backend();
+        let released = with_retries(store, settings, &claim.id.handler, StoreOp::Release, || {
+            backend.release(claim)
+        })
+        .await;
+        if let Err(error) = released {
+            tracing::warn!(
+                key_prefix = key.prefix(),
+                %error,
+                "the claim could not be released; the key is free again when its lease expires"
+            );
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use axum_core::response::{IntoResponse, Response};
 use futures_util::FutureExt;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tracing::Instrument;
 
 use crate::capture::{self, Captured};
@@ -146,7 +146,13 @@ impl RequestHead {
         name: &'static str,
         fingerprint: Fingerprint,
     ) -> Self {
-        let mut found = headers.get_all(name).iter().cloned();
+        // The default header's name is built once, not parsed from `name` for every request.
+        const DEFAULT: HeaderName = HeaderName::from_static("idempotency-key");
+        let mut found = if name.eq_ignore_ascii_case(DEFAULT.as_str()) {
+            headers.get_all(&DEFAULT).iter().cloned()
+        } else {
+            headers.get_all(name).iter().cloned()
+        };
         RequestHead {
             key: KeyHeader::One {
                 name,

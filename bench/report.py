@@ -217,10 +217,10 @@ if rss:
           f"{grown / 2**20:,.1f} MiB | {stored:,} | {per_key:,.0f} bytes |\n")
     print("Each record holds the key, the handler's name, the fingerprint, the owner token, the "
           "times and the stored response (status, `content-type`, the ~40-byte JSON body); the "
-          "payments list itself (one small struct per payment) is in the same figure. Most of it is "
-          "the shards' hash tables: a bucket holds a record's fixed part (about 220 bytes) and a "
-          "table runs between 44% and 87% full, so the figure moves with where the tables last "
-          "doubled.\n")
+          "payments list itself (one small struct per payment) is in the same figure. A record's "
+          "fixed part (about 210 bytes) is one allocation, its key, its stored headers (a list, "
+          "each name and value) and its body are more; its shard's hash table holds a 16-byte "
+          "bucket for it and runs between 44% and 87% full.\n")
 else:
     print("(not measured)\n")
 

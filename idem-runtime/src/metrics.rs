@@ -85,20 +85,21 @@ fn request_key(handler: &Cow<'static, str>, outcome: Outcome) -> Key {
         ];
         Key::from_parts(REQUESTS_TOTAL, labels)
     };
-    REQUEST_KEYS.with_borrow_mut(|cache| {
+    // Never a panic here: a thread whose cache is already torn down builds the key instead.
+    let cached = REQUEST_KEYS.try_with(|cache| {
+        let mut cache = cache.try_borrow_mut().ok()?;
         let at = match cache.iter().position(|(name, _)| name == handler) {
             Some(at) => at,
             None if cache.len() < CACHED_HANDLERS => {
                 cache.push((handler.clone(), Default::default()));
                 cache.len() - 1
             }
-            None => return build(),
+            None => return None,
         };
-        match cache[at].1.get_mut(outcome as usize) {
-            Some(slot) => slot.get_or_insert_with(|| build().to_retained()).clone(),
-            None => build(),
-        }
-    })
+        let slot = cache[at].1.get_mut(outcome as usize)?;
+        Some(slot.get_or_insert_with(|| build().to_retained()).clone())
+    });
+    cached.ok().flatten().unwrap_or_else(build)
 }
 
 pub(crate) fn outcome(handler: &Cow<'static, str>, outcome: Outcome) {

@@ -125,7 +125,8 @@ common = {1: "''", 2: "'pgbench::handler'", 3: ":k", 4: fp, 5: token}
 def fill(sql, values):
     return re.sub(r"\$(\d+)", lambda m: str(values[int(m.group(1))]), sql)
 claim = fill(const("CLAIM"), {**common, 6: "30000000", 7: "86400000000"})
-complete = fill(const("COMPLETE"), {**common, 5: "201",
+# COMPLETE binds the token as $4 (not the fingerprint) and the response from $5.
+complete = fill(const("COMPLETE"), {**common, 4: token, 5: "201",
     6: "'[[\"content-type\",\"application/json\"]]'", 7: "'{\"received\":1024}'::bytea",
     8: "86400000000"})
 one_line = lambda s: " ".join(s.split()) + ";\n"
@@ -150,6 +151,14 @@ pgb() {
   raw=$("$PG_BIN/pgbench" -n -M prepared -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "$c" -j 1 \
     -T "$DURATION" -f "$OUT/$script" --log --log-prefix="$OUT/pgbench_log" idem_bench 2>&1) || {
     echo "$raw" >&2; return 1; }
+  if [ "$script" = pg_first.sql ]; then
+    # Every claim must have been completed by the script's UPDATE, as the store's would be: a
+    # completion that matched no row would skip its write and its commit's flush.
+    local open
+    open=$(psql_bench -tA -c "SELECT count(*) FROM idempotency_keys
+      WHERE handler = 'pgbench::handler' AND response_status IS NULL")
+    [ "$open" = 0 ] || { echo "pgbench left $open claims uncompleted: the script is wrong" >&2; return 1; }
+  fi
   python3 - "$label" "$as_c" "$round" "$OUT" "$DURATION" <<PY >>"$OUT/results.jsonl"
 import glob, json, os, re, sys
 label, c, rnd, out, dur = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5])

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use axum_core::response::{IntoResponse, Response};
 use futures_util::FutureExt;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 use tracing::Instrument;
 
 use crate::capture::{self, Captured};
@@ -95,10 +95,12 @@ pub(crate) fn claim_and_decide(
     claim: &Claim,
 ) -> impl Future<Output = Result<Decision, StoreError>> {
     async move {
+        let backend = store.backend();
         let decision = persist::timed(
             metrics::StoreOp::Claim,
             settings.store_timeout,
-            store.backend().claim(claim),
+            || backend.claim_now(claim),
+            || backend.claim(claim),
         )
         .await
         .map(|claimed| decide(claimed, &claim.fingerprint));
@@ -122,11 +124,11 @@ pub struct RequestHead {
 enum KeyHeader {
     /// Every header of the request: the key header is chosen later.
     All(HeaderMap),
-    /// The first two values of the one header that carries the key (a second one makes the
-    /// key invalid, so no more are kept): no copy of the other headers.
+    /// The key, read and checked from the one header that carries it: no copy of the other
+    /// headers, nor of the key header's value.
     One {
         name: &'static str,
-        values: [Option<HeaderValue>; 2],
+        key: Result<IdempotencyKey, KeyError>,
     },
 }
 
@@ -148,15 +150,15 @@ impl RequestHead {
     ) -> Self {
         // The default header's name is built once, not parsed from `name` for every request.
         const DEFAULT: HeaderName = HeaderName::from_static("idempotency-key");
-        let mut found = if name.eq_ignore_ascii_case(DEFAULT.as_str()) {
-            headers.get_all(&DEFAULT).iter().cloned()
+        let values = if name.eq_ignore_ascii_case(DEFAULT.as_str()) {
+            headers.get_all(&DEFAULT)
         } else {
-            headers.get_all(name).iter().cloned()
+            headers.get_all(name)
         };
         RequestHead {
             key: KeyHeader::One {
                 name,
-                values: [found.next(), found.next()],
+                key: IdempotencyKey::from_header_values(values.iter()),
             },
             fingerprint,
         }
@@ -167,17 +169,16 @@ impl RequestHead {
         self.fingerprint
     }
 
-    fn key(&self, header: &str) -> Result<IdempotencyKey, KeyError> {
-        match &self.key {
+    fn key(self, header: &str) -> (Result<IdempotencyKey, KeyError>, Fingerprint) {
+        let key = match self.key {
             KeyHeader::All(headers) => {
                 IdempotencyKey::from_header_values(headers.get_all(header).iter())
             }
-            KeyHeader::One { name, values } if name.eq_ignore_ascii_case(header) => {
-                IdempotencyKey::from_header_values(values.iter().flatten())
-            }
+            KeyHeader::One { name, key } if name.eq_ignore_ascii_case(header) => key,
             // Only a caller that kept another header than it configured gets here.
             KeyHeader::One { .. } => Err(KeyError::Missing),
-        }
+        };
+        (key, self.fingerprint)
     }
 }
 
@@ -207,7 +208,8 @@ where
     F: Future + Send + 'static,
     F::Output: IntoResponse,
 {
-    let key = match head.key(config.header_value()) {
+    let (key, fingerprint) = head.key(config.header_value());
+    let key = match key {
         Ok(key) => key,
         Err(KeyError::Missing) if config.optional_value() => {
             return handler.await.into_response();
@@ -222,7 +224,7 @@ where
     let span =
         tracing::info_span!("idempotent", handler = %target.handler, key_prefix = key.prefix());
     let settings = Settings::new(config, &store);
-    let claim = settings.claim(target, key, head.fingerprint);
+    let claim = settings.claim(target, key, fingerprint);
     let limit = config.max_stored_body_value();
     async move {
         let decision = match claim_and_decide(&store, &settings, &claim).await {

@@ -5,6 +5,7 @@
 //! invalid; an empty header counts as missing.
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::HeaderValue;
 
@@ -13,7 +14,8 @@ pub const MIN_KEY_LEN: usize = 8;
 /// Most characters a key may have.
 pub const MAX_KEY_LEN: usize = 128;
 
-/// A validated idempotency key.
+/// A validated idempotency key. Cloning it shares the text rather than copying it (a store
+/// keeps the request's own copy).
 ///
 /// ```
 /// use idem_runtime::IdempotencyKey;
@@ -24,7 +26,7 @@ pub const MAX_KEY_LEN: usize = 128;
 /// assert!(IdempotencyKey::parse("short").is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IdempotencyKey(Box<str>);
+pub struct IdempotencyKey(Arc<str>);
 
 /// Why a request's key was refused. The messages never contain the key itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -71,16 +71,22 @@ impl Settings {
 /// `timeout` (a timeout is a transient error). The clock is read twice: the start (which
 /// also sets the deadline) and the end. The timer is made only if the store does not answer
 /// at once (the memory store always does); a timeout too long to be a deadline is none, as
-/// with `tokio::time::timeout`.
-pub(crate) fn timed<T>(
+/// with `tokio::time::timeout`. A store that answers at once (`now` gives `Some`: see
+/// [`IdempotencyStore::claim_now`](crate::IdempotencyStore::claim_now)) makes no future.
+pub(crate) fn timed<T, F: Future<Output = StoreResult<T>>>(
     op: StoreOp,
     timeout: Duration,
-    call: impl Future<Output = StoreResult<T>>,
+    now: impl FnOnce() -> Option<StoreResult<T>>,
+    call: impl FnOnce() -> F,
 ) -> impl Future<Output = StoreResult<T>> {
     async move {
         let started = Instant::now();
+        if let Some(result) = now() {
+            metrics::store_time(op, started.elapsed());
+            return result;
+        }
         let deadline = started.checked_add(timeout);
-        let mut call = pin!(call);
+        let mut call = pin!(call());
         // Boxed: a store that makes a timer waits for a round trip anyway, and this future (part
         // of every request's) stays small.
         let mut timer: Option<Pin<Box<Sleep>>> = None;
@@ -105,19 +111,25 @@ pub(crate) fn timed<T>(
     }
 }
 
-/// Runs `call` up to `settings.retries` times in all, sleeping
+/// For the operations off the fast path: no answer at once, call the store.
+fn waits<T>() -> Option<StoreResult<T>> {
+    None
+}
+
+/// Runs `call` (or `now`, when it answers) up to `settings.retries` times in all, sleeping
 /// `backoff.delay(attempt)` between attempts. Permanent errors are not retried.
 pub(crate) fn with_retries<'a, T>(
     store: &'a Store,
     settings: &Settings,
     handler: &Cow<'static, str>,
     op: StoreOp,
+    mut now: impl FnMut() -> Option<StoreResult<T>>,
     mut call: impl FnMut() -> BoxFuture<'a, StoreResult<T>>,
 ) -> impl Future<Output = StoreResult<T>> {
     async move {
         let mut attempt = 0;
         loop {
-            match timed(op, settings.store_timeout, call()).await {
+            match timed(op, settings.store_timeout, &mut now, &mut call).await {
                 Ok(value) => return Ok(value),
                 Err(error) if error.is_transient() && attempt + 1 < settings.retries => {
                     metrics::storage_retry(handler);
@@ -146,9 +158,14 @@ pub(crate) fn persist(
     async move {
         let handler = &claim.id.handler;
         let backend = store.backend();
-        let completed = with_retries(store, settings, handler, StoreOp::Complete, || {
-            backend.complete(claim, response)
-        })
+        let completed = with_retries(
+            store,
+            settings,
+            handler,
+            StoreOp::Complete,
+            || backend.complete_now(claim, response),
+            || backend.complete(claim, response),
+        )
         .await;
         let error = match completed {
             Ok(true) => return,
@@ -168,7 +185,7 @@ pub(crate) fn persist(
             %error,
             "the response could not be stored; marking the key FAILED_STORAGE so that a retry runs the handler again"
         );
-        let marked = with_retries(store, settings, handler, StoreOp::Fail, || {
+        let marked = with_retries(store, settings, handler, StoreOp::Fail, waits, || {
             backend.fail(claim)
         })
         .await;
@@ -192,9 +209,14 @@ pub(crate) fn release(
 ) -> impl Future<Output = ()> {
     async move {
         let backend = store.backend();
-        let released = with_retries(store, settings, &claim.id.handler, StoreOp::Release, || {
-            backend.release(claim)
-        })
+        let released = with_retries(
+            store,
+            settings,
+            &claim.id.handler,
+            StoreOp::Release,
+            waits,
+            || backend.release(claim),
+        )
         .await;
         if let Err(error) = released {
             tracing::warn!(
@@ -247,11 +269,9 @@ async fn renew_every(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match timed(
-            StoreOp::Renew,
-            settings.store_timeout,
-            store.backend().renew(claim),
-        )
+        match timed(StoreOp::Renew, settings.store_timeout, waits, || {
+            store.backend().renew(claim)
+        })
         .await
         {
             Ok(true) => {}

@@ -154,7 +154,7 @@ impl MemoryStore {
         (hash, lock(&self.shards[index]))
     }
 
-    fn claim_now(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
+    fn claim_record(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
         let now = Instant::now();
         let (hash, mut shard) = self.shard(&claim.id);
         if let Some(slot) = shard.find_mut(hash, |slot| slot.is(hash, &claim.id)) {
@@ -186,6 +186,13 @@ impl MemoryStore {
         Ok(ClaimOutcome::Acquired(Acquired::New))
     }
 
+    fn complete_record(&self, claim: &Claim, response: &StoredResponse) -> bool {
+        self.with_owned(claim, |entry, now| {
+            entry.state = State::Completed(response.clone());
+            entry.expires_at = now + claim.ttl;
+        })
+    }
+
     /// Applies `change` to the record if `claim` still owns it.
     fn with_owned(&self, claim: &Claim, change: impl FnOnce(&mut Entry, Instant)) -> bool {
         let now = Instant::now();
@@ -213,7 +220,11 @@ fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
 
 impl IdempotencyStore for MemoryStore {
     fn claim<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<ClaimOutcome>> {
-        ready(self.claim_now(claim))
+        ready(self.claim_record(claim))
+    }
+
+    fn claim_now(&self, claim: &Claim) -> Option<StoreResult<ClaimOutcome>> {
+        Some(self.claim_record(claim))
     }
 
     fn renew<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<bool>> {
@@ -232,10 +243,11 @@ impl IdempotencyStore for MemoryStore {
         claim: &'a Claim,
         response: &'a StoredResponse,
     ) -> BoxFuture<'a, StoreResult<bool>> {
-        ready(Ok(self.with_owned(claim, |entry, now| {
-            entry.state = State::Completed(response.clone());
-            entry.expires_at = now + claim.ttl;
-        })))
+        ready(Ok(self.complete_record(claim, response)))
+    }
+
+    fn complete_now(&self, claim: &Claim, response: &StoredResponse) -> Option<StoreResult<bool>> {
+        Some(Ok(self.complete_record(claim, response)))
     }
 
     fn fail<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<bool>> {
@@ -291,6 +303,7 @@ mod tests {
 
     use super::*;
     use crate::key::IdempotencyKey;
+    use bytes::Bytes;
 
     fn claim(n: usize, ttl: Duration) -> Claim {
         let key = IdempotencyKey::parse(&format!("memory-key-{n:04}")).unwrap();
@@ -301,6 +314,44 @@ mod tests {
             lease: Duration::from_secs(1),
             ttl,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_at_once_exactly_as_through_its_futures() {
+        let store = MemoryStore::new();
+        let first = claim(1, Duration::from_secs(60));
+        assert!(matches!(
+            store.claim_now(&first),
+            Some(Ok(ClaimOutcome::Acquired(Acquired::New)))
+        ));
+        let mut duplicate = first.clone();
+        duplicate.token = OwnerToken::random();
+        let Some(Ok(ClaimOutcome::Existing(record))) = store.claim_now(&duplicate) else {
+            panic!("a live claim stands");
+        };
+        assert!(matches!(record.state, RecordState::InProgress { .. }));
+        let response = StoredResponse {
+            status: 201,
+            headers: vec![("content-type".into(), Bytes::from_static(b"text/plain"))],
+            body: Bytes::from_static(b"done"),
+        };
+        assert!(matches!(
+            store.complete_now(&duplicate, &response),
+            Some(Ok(false))
+        ));
+        assert!(matches!(
+            store.complete_now(&first, &response),
+            Some(Ok(true))
+        ));
+        let through_future = store.claim(&duplicate).await;
+        let at_once = store.claim_now(&duplicate);
+        let (Ok(ClaimOutcome::Existing(a)), Some(Ok(ClaimOutcome::Existing(b)))) =
+            (through_future, at_once)
+        else {
+            panic!("the completed record stands");
+        };
+        assert_eq!(a, b);
+        assert_eq!(a.state, RecordState::Completed(response));
     }
 
     #[tokio::test(start_paused = true)]

@@ -75,6 +75,20 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 
     /// Deletes up to `limit` expired records and answers how many it deleted.
     fn purge(&self, limit: usize) -> BoxFuture<'_, StoreResult<u64>>;
+
+    /// [`claim`](Self::claim) answered at once, for a store that never waits (the memory
+    /// store): the request path then makes no boxed future for it. `None`, the default, means
+    /// "call `claim`"; a store that answers here must answer exactly as `claim` would.
+    fn claim_now(&self, claim: &Claim) -> Option<StoreResult<ClaimOutcome>> {
+        let _ = claim;
+        None
+    }
+
+    /// [`complete`](Self::complete) answered at once, as [`claim_now`](Self::claim_now).
+    fn complete_now(&self, claim: &Claim, response: &StoredResponse) -> Option<StoreResult<bool>> {
+        let _ = (claim, response);
+        None
+    }
 }
 
 /// A shared store is a store, so `Store::new(arc.clone())` keeps a handle for the test.
@@ -103,6 +117,12 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
     }
     fn purge(&self, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
         (**self).purge(limit)
+    }
+    fn claim_now(&self, claim: &Claim) -> Option<StoreResult<ClaimOutcome>> {
+        (**self).claim_now(claim)
+    }
+    fn complete_now(&self, claim: &Claim, response: &StoredResponse) -> Option<StoreResult<bool>> {
+        (**self).complete_now(claim, response)
     }
 }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use axum_core::response::{IntoResponse, Response};
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use http::{HeaderMap, HeaderName};
 use tracing::Instrument;
 
@@ -96,14 +97,21 @@ pub(crate) fn claim_and_decide(
 ) -> impl Future<Output = Result<Decision, StoreError>> {
     async move {
         let backend = store.backend();
-        let decision = persist::timed(
-            metrics::StoreOp::Claim,
-            settings.store_timeout,
-            || backend.claim_now(claim),
-            || backend.claim(claim),
-        )
-        .await
-        .map(|claimed| decide(claimed, &claim.fingerprint));
+        let op = metrics::StoreOp::Claim;
+        let claimed = match persist::answered(op, || backend.claim_now(claim)) {
+            Some(claimed) => claimed,
+            // Boxed: a store that has to be waited for costs a round trip anyway, and this
+            // future is part of every request's.
+            None => {
+                Box::pin(persist::timed(
+                    op,
+                    settings.store_timeout,
+                    backend.claim(claim),
+                ))
+                .await
+            }
+        };
+        let decision = claimed.map(|claimed| decide(claimed, &claim.fingerprint));
         let outcome = decision
             .as_ref()
             .map_or(Outcome::StoreUnavailable, Decision::outcome);
@@ -122,8 +130,9 @@ pub struct RequestHead {
 /// Where the key is read from.
 #[derive(Debug, Clone)]
 enum KeyHeader {
-    /// Every header of the request: the key header is chosen later.
-    All(HeaderMap),
+    /// Every header of the request: the key header is chosen later (boxed: the common case
+    /// is the one below, and this type is part of every request's future).
+    All(Box<HeaderMap>),
     /// The key, read and checked from the one header that carries it: no copy of the other
     /// headers, nor of the key header's value.
     One {
@@ -136,7 +145,7 @@ impl RequestHead {
     /// The request's headers (the key is read from them) and its fingerprint.
     pub fn new(headers: HeaderMap, fingerprint: Fingerprint) -> Self {
         RequestHead {
-            key: KeyHeader::All(headers),
+            key: KeyHeader::All(Box::new(headers)),
             fingerprint,
         }
     }
@@ -197,13 +206,16 @@ pub struct Target {
 /// cancelled halfway: if the client hangs up, it moves into a task of its own and finishes,
 /// so no half-finished claim is left behind and the response is stored whether or not anyone
 /// still waits for it.
-pub async fn run<F>(
+///
+/// The key is read and the claim prepared when `run` is called; the future it returns holds
+/// the handler's future once and nothing of the request but the claim.
+pub fn run<F>(
     store: Store,
     config: &Config,
     target: Target,
     head: RequestHead,
     handler: F,
-) -> Response
+) -> impl Future<Output = Response> + Send + use<F>
 where
     F: Future + Send + 'static,
     F::Output: IntoResponse,
@@ -212,22 +224,51 @@ where
     let key = match key {
         Ok(key) => key,
         Err(KeyError::Missing) if config.optional_value() => {
-            return handler.await.into_response();
+            return Either::Left(Either::Left(handler.map(IntoResponse::into_response)));
         }
         Err(error) => {
             let outcome = Outcome::from(&error);
             metrics::outcome(&target.handler, outcome);
             let detail = (!error.is_missing()).then(|| error.to_string());
-            return problem(outcome, detail.as_deref(), None);
+            let response = problem(outcome, detail.as_deref(), None);
+            return Either::Left(Either::Right(std::future::ready(response)));
         }
     };
     let span =
         tracing::info_span!("idempotent", handler = %target.handler, key_prefix = key.prefix());
     let settings = Settings::new(config, &store);
-    let claim = settings.claim(target, key, fingerprint);
-    let limit = config.max_stored_body_value();
+    let job = Box::new(Job {
+        claim: settings.claim(target, key, fingerprint),
+        settings,
+        limit: config.max_stored_body_value(),
+    });
+    Either::Right(claim_and_answer(store, job, handler).instrument(span))
+}
+
+/// What an idempotent request's steps share once its claim is prepared. Boxed, so that the
+/// request's futures (its own, and the boxed run of its handler) hold a pointer, not 250 bytes:
+/// both stay small enough for the allocator's per-thread cache.
+struct Job {
+    settings: Settings,
+    claim: Claim,
+    /// The largest response body stored.
+    limit: usize,
+}
+
+/// Claims, then runs the handler, replays or refuses. (A plain function returning an `async
+/// move` block, so that its future holds its arguments once: see `persist`.)
+#[allow(clippy::manual_async_fn)]
+fn claim_and_answer<F>(
+    store: Store,
+    job: Box<Job>,
+    handler: F,
+) -> impl Future<Output = Response> + Send
+where
+    F: Future + Send + 'static,
+    F::Output: IntoResponse,
+{
     async move {
-        let decision = match claim_and_decide(&store, &settings, &claim).await {
+        let decision = match claim_and_decide(&store, &job.settings, &job.claim).await {
             Ok(decision) => decision,
             Err(error) => {
                 tracing::warn!(%error, "the idempotency store could not be reached; answering 503");
@@ -241,7 +282,7 @@ where
         match decision {
             Decision::Execute(how) => {
                 tracing::debug!(?how, "claimed; running the handler");
-                let task = execute(store, limit, settings, claim, handler).in_current_span();
+                let task = execute(store, job, handler).in_current_span();
                 Detach(Some(Box::pin(task))).await
             }
             Decision::Replay(stored) => capture::replay(stored),
@@ -251,8 +292,6 @@ where
             }
         }
     }
-    .instrument(span)
-    .await
 }
 
 fn problem(outcome: Outcome, detail: Option<&str>, retry_after: Option<Duration>) -> Response {
@@ -309,37 +348,36 @@ impl<F: Future<Output = Response> + Send + 'static> Drop for Detach<F> {
 /// function returning an `async move` block, so that its future, boxed for every executed
 /// request, holds its arguments once: see `persist`.)
 #[allow(clippy::manual_async_fn)]
-fn execute<F>(
-    store: Store,
-    limit: usize,
-    settings: Settings,
-    claim: Claim,
-    handler: F,
-) -> impl Future<Output = Response>
+fn execute<F>(store: Store, job: Box<Job>, handler: F) -> impl Future<Output = Response>
 where
     F: Future + Send,
     F::Output: IntoResponse,
 {
     async move {
-        let key = &claim.id.key;
-        persist::renewing(&store, &settings, &claim, std::pin::pin!(async {
+        let Job {
+            settings,
+            claim,
+            limit,
+        } = &*job;
+        let (limit, key) = (*limit, &claim.id.key);
+        persist::renewing(&store, settings, claim, std::pin::pin!(async {
             let output = AssertUnwindSafe(handler).catch_unwind().await;
             let response = match output.map(IntoResponse::into_response) {
                 Ok(response) => response,
                 Err(_) => {
                     tracing::error!("the handler panicked; releasing the claim");
-                    persist::release(&store, &settings, &claim, key).await;
+                    persist::release(&store, settings, claim, key).await;
                     return Problem::HandlerPanicked.response(None, None);
                 }
             };
             if response.status().is_server_error() {
                 tracing::info!(status = response.status().as_u16(), "server error: releasing the claim so a retry runs again");
-                persist::release(&store, &settings, &claim, key).await;
+                persist::release(&store, settings, claim, key).await;
                 return response;
             }
             match capture::capture(response, limit).await {
                 Captured::Storable(stored, response) => {
-                    persist::persist(&store, &settings, &claim, key, &stored).await;
+                    persist::persist(&store, settings, claim, key, &stored).await;
                     response
                 }
                 Captured::TooLarge(response) => {
@@ -347,12 +385,12 @@ where
                         limit,
                         "the response body is over the storable limit; sending it unstored and releasing the claim"
                     );
-                    persist::release(&store, &settings, &claim, key).await;
+                    persist::release(&store, settings, claim, key).await;
                     response
                 }
                 Captured::BodyFailed(error) => {
                     tracing::error!(%error, "the response body failed while being read; releasing the claim");
-                    persist::release(&store, &settings, &claim, key).await;
+                    persist::release(&store, settings, claim, key).await;
                     Problem::HandlerPanicked.response(None, None)
                 }
             }

@@ -6,6 +6,8 @@ use axum_core::RequestExt;
 use axum_core::body::Body;
 use axum_core::extract::{FromRequest, Request};
 use axum_core::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::config::DEFAULT_HEADER;
@@ -51,13 +53,22 @@ where
 {
     type Rejection = Response;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    // Two futures chained rather than one `async` block: a block would keep the buffering
+    // future's room (the request's parts) while the wrapped extractor runs, and this future is
+    // part of every request's, which axum boxes. Chained, the two take turns in the same room.
+    #[allow(clippy::result_large_err)] // the rejection is a `Response`, as axum's trait has it
+    fn from_request(
+        req: Request,
+        state: &S,
+    ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send {
         let key_header = (!CUSTOM_HEADER).then_some(DEFAULT_HEADER);
-        let (req, head) = buffer_keeping(req, key_header).await?;
-        let inner = T::from_request(req, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        Ok(Fingerprinted { inner, head })
+        buffer_keeping(req, key_header).then(move |buffered| match buffered {
+            Ok((req, head)) => Either::Left(T::from_request(req, state).map(|inner| match inner {
+                Ok(inner) => Ok(Fingerprinted { inner, head }),
+                Err(rejection) => Err(rejection.into_response()),
+            })),
+            Err(rejection) => Either::Right(std::future::ready(rejection).map(Err)),
+        })
     }
 }
 
@@ -65,21 +76,33 @@ where
 /// fingerprints method, path, query and body: the request with its buffered body, and its
 /// head. A body over the limit is a 413, a failing one a 400, before any store access. The
 /// attribute's extractor and the tower layer both start here.
+#[cfg(feature = "tower")]
 pub(crate) async fn buffer(req: Request) -> Result<(Request, RequestHead), Response> {
     buffer_keeping(req, None).await
 }
 
 /// [`buffer`], keeping for the engine only the values of `key_header` when it is known, and
 /// every header otherwise.
-pub(crate) async fn buffer_keeping(
+pub(crate) fn buffer_keeping(
     req: Request,
     key_header: Option<&'static str>,
-) -> Result<(Request, RequestHead), Response> {
+) -> impl Future<Output = Result<(Request, RequestHead), Response>> + Send {
     let (parts, body) = req.with_limited_body().into_parts();
-    let bytes = match Limited::new(body, HARD_BODY_LIMIT).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => return Err(body_error(error)),
-    };
+    async move {
+        let bytes = match Limited::new(body, HARD_BODY_LIMIT).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => return Err(body_error(error)),
+        };
+        Ok(head_of(parts, bytes, key_header))
+    }
+}
+
+/// The request again, with its buffered body, and its head.
+fn head_of(
+    parts: http::request::Parts,
+    bytes: bytes::Bytes,
+    key_header: Option<&'static str>,
+) -> (Request, RequestHead) {
     let fingerprint = Fingerprint::of_request(
         parts.method.as_str(),
         parts.uri.path(),
@@ -90,7 +113,7 @@ pub(crate) async fn buffer_keeping(
         Some(name) => RequestHead::with_key_header(&parts.headers, name, fingerprint),
         None => RequestHead::new(parts.headers.clone(), fingerprint),
     };
-    Ok((Request::from_parts(parts, Body::from(bytes)), head))
+    (Request::from_parts(parts, Body::from(bytes)), head)
 }
 
 fn body_error(error: Box<dyn std::error::Error + Send + Sync>) -> Response {

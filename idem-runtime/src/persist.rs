@@ -13,6 +13,7 @@ use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use tokio::time::{Instant, Sleep};
 
 use crate::backoff::Backoff;
@@ -67,28 +68,34 @@ impl Settings {
     }
 }
 
-/// One store operation, timed into `idempotency_store_seconds{op}` and bounded by
-/// `timeout` (a timeout is a transient error). The clock is read twice: the start (which
-/// also sets the deadline) and the end. The timer is made only if the store does not answer
-/// at once (the memory store always does); a timeout too long to be a deadline is none, as
-/// with `tokio::time::timeout`. A store that answers at once (`now` gives `Some`: see
-/// [`IdempotencyStore::claim_now`](crate::IdempotencyStore::claim_now)) makes no future.
-pub(crate) fn timed<T, F: Future<Output = StoreResult<T>>>(
+/// A store operation answered at once (see
+/// [`IdempotencyStore::claim_now`](crate::IdempotencyStore::claim_now)), timed into
+/// `idempotency_store_seconds{op}`; `None` when the store has to be waited for.
+pub(crate) fn answered<T>(
+    op: StoreOp,
+    now: impl FnOnce() -> Option<StoreResult<T>>,
+) -> Option<StoreResult<T>> {
+    let started = Instant::now();
+    let result = now()?;
+    metrics::store_time(op, started.elapsed());
+    Some(result)
+}
+
+/// One store operation that has to be waited for, timed into `idempotency_store_seconds{op}`
+/// and bounded by `timeout` (a timeout is a transient error). The clock is read twice: the
+/// start (which also sets the deadline) and the end. The timer is made only if the store does
+/// not answer in the first poll; a timeout too long to be a deadline is none, as with
+/// `tokio::time::timeout`.
+pub(crate) fn timed<T>(
     op: StoreOp,
     timeout: Duration,
-    now: impl FnOnce() -> Option<StoreResult<T>>,
-    call: impl FnOnce() -> F,
+    call: impl Future<Output = StoreResult<T>>,
 ) -> impl Future<Output = StoreResult<T>> {
     async move {
         let started = Instant::now();
-        if let Some(result) = now() {
-            metrics::store_time(op, started.elapsed());
-            return result;
-        }
         let deadline = started.checked_add(timeout);
-        let mut call = pin!(call());
-        // Boxed: a store that makes a timer waits for a round trip anyway, and this future (part
-        // of every request's) stays small.
+        let mut call = pin!(call);
+        // Boxed: a store that makes a timer waits for a round trip anyway.
         let mut timer: Option<Pin<Box<Sleep>>> = None;
         let result = std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = call.as_mut().poll(cx) {
@@ -118,26 +125,57 @@ fn waits<T>() -> Option<StoreResult<T>> {
 
 /// Runs `call` (or `now`, when it answers) up to `settings.retries` times in all, sleeping
 /// `backoff.delay(attempt)` between attempts. Permanent errors are not retried.
-pub(crate) fn with_retries<'a, T>(
+///
+/// The first attempt is made when this is called. When `now` answers it with success (the
+/// memory store always does), the future returned holds just that answer: the retry loop,
+/// its timers and the store's own future are made (boxed) only when they may be needed, so
+/// that the future of every request stays small.
+pub(crate) fn with_retries<'a, T: Send + 'a>(
     store: &'a Store,
-    settings: &Settings,
-    handler: &Cow<'static, str>,
+    settings: &'a Settings,
+    handler: &'a Cow<'static, str>,
     op: StoreOp,
-    mut now: impl FnMut() -> Option<StoreResult<T>>,
-    mut call: impl FnMut() -> BoxFuture<'a, StoreResult<T>>,
-) -> impl Future<Output = StoreResult<T>> {
+    mut now: impl FnMut() -> Option<StoreResult<T>> + Send + 'a,
+    call: impl FnMut() -> BoxFuture<'a, StoreResult<T>> + Send + 'a,
+) -> impl Future<Output = StoreResult<T>> + Send + 'a {
+    match answered(op, &mut now) {
+        Some(Ok(value)) => Either::Left(std::future::ready(Ok(value))),
+        first => Either::Right(Box::pin(retrying(
+            store, settings, handler, op, first, now, call,
+        ))),
+    }
+}
+
+/// The loop of [`with_retries`], given the first attempt's answer if the store gave one at once.
+fn retrying<'a, T: Send + 'a>(
+    store: &'a Store,
+    settings: &'a Settings,
+    handler: &'a Cow<'static, str>,
+    op: StoreOp,
+    first: Option<StoreResult<T>>,
+    mut now: impl FnMut() -> Option<StoreResult<T>> + Send + 'a,
+    mut call: impl FnMut() -> BoxFuture<'a, StoreResult<T>> + Send + 'a,
+) -> impl Future<Output = StoreResult<T>> + Send + 'a {
     async move {
         let mut attempt = 0;
+        let mut result = match first {
+            Some(result) => result,
+            None => timed(op, settings.store_timeout, call()).await,
+        };
         loop {
-            match timed(op, settings.store_timeout, &mut now, &mut call).await {
+            match result {
                 Ok(value) => return Ok(value),
                 Err(error) if error.is_transient() && attempt + 1 < settings.retries => {
                     metrics::storage_retry(handler);
                     let delay = settings.backoff.delay(attempt, store.jitter());
                     tracing::warn!(op = op.label(), attempt = attempt + 1, ?delay, %error, "idempotency store write failed; retrying");
-                    // Boxed, so that the retry's timer does not widen every request's future.
+                    // Boxed, so that the retry's timer does not widen this future.
                     Box::pin(tokio::time::sleep(delay)).await;
                     attempt += 1;
+                    result = match answered(op, &mut now) {
+                        Some(result) => result,
+                        None => timed(op, settings.store_timeout, call()).await,
+                    };
                 }
                 Err(error) => return Err(error),
             }
@@ -269,9 +307,11 @@ async fn renew_every(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match timed(StoreOp::Renew, settings.store_timeout, waits, || {
-            store.backend().renew(claim)
-        })
+        match timed(
+            StoreOp::Renew,
+            settings.store_timeout,
+            store.backend().renew(claim),
+        )
         .await
         {
             Ok(true) => {}

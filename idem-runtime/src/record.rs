@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use crate::key::IdempotencyKey;
 pub const FAILED_STORAGE_STATUS: i32 = -1;
 
 /// The identity of a record: the same key under another scope or handler is another record.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RecordId {
     /// Extra namespace (a tenant or user id); empty when the handler has none.
     pub scope: String,
@@ -34,6 +35,40 @@ impl RecordId {
             scope: scope.into(),
             handler: handler.into(),
             key,
+        }
+    }
+}
+
+/// The three parts, each prefixed by its length, in one `write` when they fit in a small buffer
+/// (keys are at most 128 bytes; handler names and scopes are usually short): a hasher pays for
+/// every call, and the memory store hashes an identity on every claim and completion.
+impl Hash for RecordId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let parts = [
+            self.scope.as_bytes(),
+            self.handler.as_bytes(),
+            self.key.as_str().as_bytes(),
+        ];
+        let mut buffer = [0u8; 256];
+        let mut at = 0;
+        for part in parts {
+            let (Ok(len), Some(room)) = (u8::try_from(part.len()), buffer.get_mut(at..)) else {
+                break;
+            };
+            let Some(room) = room.get_mut(..=part.len()) else {
+                break;
+            };
+            room[0] = len;
+            room[1..].copy_from_slice(part);
+            at += part.len() + 1;
+        }
+        if at == parts.iter().map(|p| p.len() + 1).sum::<usize>() {
+            state.write(&buffer[..at]);
+        } else {
+            for part in parts {
+                part.len().hash(state);
+                state.write(part);
+            }
         }
     }
 }
@@ -229,6 +264,28 @@ impl StoredResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn equal_identities_hash_alike_and_parts_do_not_run_together() {
+        let key = IdempotencyKey::parse("key-0000-0001").unwrap();
+        let long = "h".repeat(300); // over the one-write buffer: hashed part by part
+        let state = std::hash::RandomState::new();
+        for (scope, handler) in [
+            ("", "app::create"),
+            ("tenant-7", "app::create"),
+            ("", long.as_str()),
+        ] {
+            let a = RecordId::new(scope, handler.to_owned(), key.clone());
+            let b = RecordId::new(scope.to_owned(), handler.to_owned(), key.clone());
+            assert_eq!(state.hash_one(&a), state.hash_one(&b));
+        }
+        let split_one = RecordId::new("ab", "c", key.clone());
+        let split_two = RecordId::new("a", "bc", key);
+        assert_ne!(split_one, split_two);
+        assert_ne!(state.hash_one(&split_one), state.hash_one(&split_two));
+    }
 
     #[test]
     fn headers_round_trip_including_non_utf8_values() {

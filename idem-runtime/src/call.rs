@@ -23,6 +23,7 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -270,14 +271,14 @@ where
             Ok(Ok(value)) => {
                 match serde_json::to_vec(&value) {
                     Ok(bytes) if bytes.len() <= limit => {
-                        let stored = StoredResponse {
+                        let stored = Arc::new(StoredResponse {
                             status: STORED_STATUS,
                             headers: vec![(
                                 "content-type".to_owned(),
                                 Bytes::from_static(STORED_CONTENT_TYPE.as_bytes()),
                             )],
                             body: Bytes::from(bytes),
-                        };
+                        });
                         persist::persist(store, settings, claim, key, &stored).await;
                     }
                     Ok(bytes) => {

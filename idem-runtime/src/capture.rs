@@ -2,6 +2,8 @@
 
 use axum_core::body::Body;
 use axum_core::response::Response;
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, HeaderName};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -31,7 +33,7 @@ const HOP_BY_HOP: [&str; 9] = [
 /// What capturing a response gave.
 pub(crate) enum Captured {
     /// The response, stored and ready to send.
-    Storable(StoredResponse, Response),
+    Storable(Arc<StoredResponse>, Response),
     /// The body is over the limit: the response is sent as it is, not stored.
     TooLarge(Response),
     /// The body failed while being read.
@@ -78,11 +80,11 @@ pub(crate) fn capture(response: Response, limit: usize) -> impl Future<Output = 
                 all.freeze()
             }
         };
-        let stored = StoredResponse {
+        let stored = Arc::new(StoredResponse {
             status: parts.status.as_u16(),
             headers: end_to_end(&parts.headers),
             body: bytes.clone(),
-        };
+        });
         Captured::Storable(stored, Response::from_parts(parts, Body::from(bytes)))
     }
 }

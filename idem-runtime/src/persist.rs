@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -191,7 +192,7 @@ pub(crate) fn persist(
     settings: &Settings,
     claim: &Claim,
     key: &IdempotencyKey,
-    response: &StoredResponse,
+    response: &Arc<StoredResponse>,
 ) -> impl Future<Output = ()> {
     async move {
         let handler = &claim.id.handler;

@@ -6,7 +6,7 @@
 //! live record is never evicted: evicting one would let its key run twice.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use hashbrown::HashTable;
 
@@ -70,7 +70,8 @@ struct Entry {
 enum State {
     InProgress,
     FailedStorage,
-    Completed(StoredResponse),
+    /// Shared with the request that stored it: completing copies nothing.
+    Completed(Arc<StoredResponse>),
 }
 
 impl Entry {
@@ -91,7 +92,7 @@ impl Entry {
                 lease_remaining: self.locked_until.saturating_duration_since(now),
             },
             State::FailedStorage => RecordState::FailedStorage,
-            State::Completed(response) => RecordState::Completed(response.clone()),
+            State::Completed(response) => RecordState::Completed(StoredResponse::clone(response)),
         };
         Record {
             fingerprint: self.fingerprint,
@@ -186,9 +187,9 @@ impl MemoryStore {
         Ok(ClaimOutcome::Acquired(Acquired::New))
     }
 
-    fn complete_record(&self, claim: &Claim, response: &StoredResponse) -> bool {
+    fn complete_record(&self, claim: &Claim, response: Arc<StoredResponse>) -> bool {
         self.with_owned(claim, |entry, now| {
-            entry.state = State::Completed(response.clone());
+            entry.state = State::Completed(response);
             entry.expires_at = now + claim.ttl;
         })
     }
@@ -243,11 +244,15 @@ impl IdempotencyStore for MemoryStore {
         claim: &'a Claim,
         response: &'a StoredResponse,
     ) -> BoxFuture<'a, StoreResult<bool>> {
-        ready(Ok(self.complete_record(claim, response)))
+        ready(Ok(self.complete_record(claim, Arc::new(response.clone()))))
     }
 
-    fn complete_now(&self, claim: &Claim, response: &StoredResponse) -> Option<StoreResult<bool>> {
-        Some(Ok(self.complete_record(claim, response)))
+    fn complete_now(
+        &self,
+        claim: &Claim,
+        response: &Arc<StoredResponse>,
+    ) -> Option<StoreResult<bool>> {
+        Some(Ok(self.complete_record(claim, Arc::clone(response))))
     }
 
     fn fail<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<bool>> {
@@ -335,12 +340,13 @@ mod tests {
             headers: vec![("content-type".into(), Bytes::from_static(b"text/plain"))],
             body: Bytes::from_static(b"done"),
         };
+        let shared = Arc::new(response.clone());
         assert!(matches!(
-            store.complete_now(&duplicate, &response),
+            store.complete_now(&duplicate, &shared),
             Some(Ok(false))
         ));
         assert!(matches!(
-            store.complete_now(&first, &response),
+            store.complete_now(&first, &shared),
             Some(Ok(true))
         ));
         let through_future = store.claim(&duplicate).await;

@@ -84,8 +84,13 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         None
     }
 
-    /// [`complete`](Self::complete) answered at once, as [`claim_now`](Self::claim_now).
-    fn complete_now(&self, claim: &Claim, response: &StoredResponse) -> Option<StoreResult<bool>> {
+    /// [`complete`](Self::complete) answered at once, as [`claim_now`](Self::claim_now). The
+    /// response comes shared, so that a store keeping it in memory can keep it without a copy.
+    fn complete_now(
+        &self,
+        claim: &Claim,
+        response: &Arc<StoredResponse>,
+    ) -> Option<StoreResult<bool>> {
         let _ = (claim, response);
         None
     }
@@ -121,7 +126,11 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
     fn claim_now(&self, claim: &Claim) -> Option<StoreResult<ClaimOutcome>> {
         (**self).claim_now(claim)
     }
-    fn complete_now(&self, claim: &Claim, response: &StoredResponse) -> Option<StoreResult<bool>> {
+    fn complete_now(
+        &self,
+        claim: &Claim,
+        response: &Arc<StoredResponse>,
+    ) -> Option<StoreResult<bool>> {
         (**self).complete_now(claim, response)
     }
 }

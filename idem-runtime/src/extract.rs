@@ -6,6 +6,7 @@ use axum_core::RequestExt;
 use axum_core::body::Body;
 use axum_core::extract::{FromRequest, Request};
 use axum_core::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -89,10 +90,29 @@ pub(crate) fn buffer_keeping(
 ) -> impl Future<Output = Result<(Request, RequestHead), Response>> + Send {
     let (parts, body) = req.with_limited_body().into_parts();
     async move {
-        let bytes = match Limited::new(body, HARD_BODY_LIMIT).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) => return Err(body_error(error)),
-        };
+        // Read frame by frame: a body in one chunk (the usual case) is kept as it came, with
+        // no list of chunks and no copy.
+        let mut body = Limited::new(body, HARD_BODY_LIMIT);
+        let mut bytes = Bytes::new();
+        let mut joined: Option<BytesMut> = None;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(body_error)?.into_data() else {
+                continue; // trailers are not part of the fingerprint
+            };
+            if let Some(joined) = joined.as_mut() {
+                joined.extend_from_slice(&data);
+            } else if bytes.is_empty() {
+                bytes = data;
+            } else {
+                let mut both = BytesMut::with_capacity(bytes.len() + data.len());
+                both.extend_from_slice(&bytes);
+                both.extend_from_slice(&data);
+                joined = Some(both);
+            }
+        }
+        if let Some(joined) = joined {
+            bytes = joined.freeze();
+        }
         Ok(head_of(parts, bytes, key_header))
     }
 }
@@ -100,7 +120,7 @@ pub(crate) fn buffer_keeping(
 /// The request again, with its buffered body, and its head.
 fn head_of(
     parts: http::request::Parts,
-    bytes: bytes::Bytes,
+    bytes: Bytes,
     key_header: Option<&'static str>,
 ) -> (Request, RequestHead) {
     let fingerprint = Fingerprint::of_request(
@@ -134,5 +154,33 @@ fn body_error(error: Box<dyn std::error::Error + Send + Sync>) -> Response {
     } else {
         tracing::debug!(%error, "idempotency: the request body could not be read");
         Problem::BodyUnreadable.response(None, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: Body) -> Request {
+        http::Request::post("/pay?x=1")
+            .header("idempotency-key", "key-0000-0001")
+            .body(body)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_in_chunks_is_fingerprinted_and_handed_on_whole() {
+        let chunks = ["{\"amount\":", "", "12", "}"].map(Ok::<_, std::io::Error>);
+        let chunked = request(Body::from_stream(futures_util::stream::iter(chunks)));
+        let whole = request(Body::from("{\"amount\":12}"));
+        let (chunked, chunked_head) = buffer_keeping(chunked, Some(DEFAULT_HEADER)).await.unwrap();
+        let (_, whole_head) = buffer_keeping(whole, Some(DEFAULT_HEADER)).await.unwrap();
+        assert_eq!(chunked_head.fingerprint(), whole_head.fingerprint());
+        assert_eq!(
+            chunked_head.fingerprint(),
+            Fingerprint::of_request("POST", "/pay", "x=1", b"{\"amount\":12}")
+        );
+        let body = chunked.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"{\"amount\":12}");
     }
 }

@@ -83,9 +83,24 @@ pub(crate) fn capture(response: Response, limit: usize) -> impl Future<Output = 
         let stored = Arc::new(StoredResponse {
             status: parts.status.as_u16(),
             headers: end_to_end(&parts.headers),
-            body: bytes.clone(),
+            body: stored_body(&bytes),
         });
         Captured::Storable(stored, Response::from_parts(parts, Body::from(bytes)))
+    }
+}
+
+/// Bodies up to this size are stored as a copy of their own (see [`stored_body`]).
+const COPIED_BODY: usize = 512;
+
+/// The body as the record keeps it. A small body is copied to an allocation of its exact size:
+/// the buffer it came in is usually larger (a serializer's first 128 bytes, say) and is freed
+/// once the response is sent, while a record lives for its whole TTL. A larger body is shared,
+/// not copied.
+fn stored_body(bytes: &Bytes) -> Bytes {
+    if bytes.len() <= COPIED_BODY {
+        Bytes::copy_from_slice(bytes)
+    } else {
+        bytes.clone()
     }
 }
 
@@ -98,21 +113,26 @@ fn end_to_end(headers: &HeaderMap) -> Vec<(String, Bytes)> {
         .flat_map(|v| v.split(','))
         .map(|name| name.trim().to_ascii_lowercase())
         .collect();
-    headers
-        .iter()
-        .filter(|(name, _)| {
-            let name = name.as_str();
-            !HOP_BY_HOP.contains(&name)
-                && name != REPLAYED_HEADER
-                && !named_in_connection.iter().any(|n| n == name)
-        })
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                Bytes::copy_from_slice(value.as_bytes()),
-            )
-        })
-        .collect()
+    // Sized for every header up front: a stored response keeps its list for as long as the
+    // record lives, and a collected `Vec` would start at room for four.
+    let mut kept = Vec::with_capacity(headers.len());
+    kept.extend(
+        headers
+            .iter()
+            .filter(|(name, _)| {
+                let name = name.as_str();
+                !HOP_BY_HOP.contains(&name)
+                    && name != REPLAYED_HEADER
+                    && !named_in_connection.iter().any(|n| n == name)
+            })
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    Bytes::copy_from_slice(value.as_bytes()),
+                )
+            }),
+    );
+    kept
 }
 
 /// The stored response as sent again: same status, headers and bytes, plus

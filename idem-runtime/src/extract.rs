@@ -75,15 +75,9 @@ where
 
 /// Buffers the body (under the application's `DefaultBodyLimit` and [`HARD_BODY_LIMIT`]) and
 /// fingerprints method, path, query and body: the request with its buffered body, and its
-/// head. A body over the limit is a 413, a failing one a 400, before any store access. The
-/// attribute's extractor and the tower layer both start here.
-#[cfg(feature = "tower")]
-pub(crate) async fn buffer(req: Request) -> Result<(Request, RequestHead), Response> {
-    buffer_keeping(req, None).await
-}
-
-/// [`buffer`], keeping for the engine only the values of `key_header` when it is known, and
-/// every header otherwise.
+/// head, which keeps only the values of `key_header` when it is known, and every header
+/// otherwise. A body over the limit is a 413, a failing one a 400, before any store access.
+/// The attribute's extractor and the tower layer both start here.
 pub(crate) fn buffer_keeping(
     req: Request,
     key_header: Option<&'static str>,

@@ -230,7 +230,9 @@ where
         }
         let layer = self.layer.clone();
         Box::pin(async move {
-            let (req, head) = match extract::buffer(req).await {
+            // Only the configured key header is kept for the engine, not a copy of every header.
+            let key_header = Some(layer.config.header_value());
+            let (req, head) = match extract::buffer_keeping(req, key_header).await {
                 Ok(buffered) => buffered,
                 Err(rejection) => return Ok(rejection),
             };

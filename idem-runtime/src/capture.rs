@@ -1,9 +1,9 @@
 //! Turning a handler's response into a stored one, and a stored one back into a response.
 
-use axum_core::body::Body;
-use axum_core::response::Response;
 use std::sync::Arc;
 
+use axum_core::body::Body;
+use axum_core::response::Response;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, HeaderName};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -40,15 +40,12 @@ pub(crate) enum Captured {
     BodyFailed(axum_core::Error),
 }
 
-/// Buffers the body up to `limit` bytes. Single-chunk bodies are neither copied nor put in
-/// a list.
+/// Buffers the body up to `limit` bytes (see [`Chunks`]).
 #[allow(clippy::manual_async_fn)] // its arguments held once: see `persist`
 pub(crate) fn capture(response: Response, limit: usize) -> impl Future<Output = Captured> {
     async move {
         let (parts, mut body) = response.into_parts();
-        let mut first: Option<Bytes> = None;
-        let mut more: Vec<Bytes> = Vec::new();
-        let mut total = 0usize;
+        let mut read = Chunks::default();
         while let Some(frame) = body.frame().await {
             let frame = match frame {
                 Ok(frame) => frame,
@@ -57,35 +54,65 @@ pub(crate) fn capture(response: Response, limit: usize) -> impl Future<Output = 
             let Ok(data) = frame.into_data() else {
                 continue; // trailers are not stored
             };
-            total = total.saturating_add(data.len());
-            match first {
-                None => first = Some(data),
-                Some(_) => more.push(data),
-            }
-            if total > limit {
-                let chunks = first.into_iter().chain(more);
-                let head = futures_util::stream::iter(chunks.map(Ok::<_, axum_core::Error>));
+            read.push(data);
+            if read.len() > limit {
+                let head =
+                    futures_util::stream::iter(read.into_frames().map(Ok::<_, axum_core::Error>));
                 let rest = body.into_data_stream();
                 let body = Body::from_stream(futures_util::StreamExt::chain(head, rest));
                 return Captured::TooLarge(Response::from_parts(parts, body));
             }
         }
-        let bytes = match first {
-            None => Bytes::new(),
-            Some(only) if more.is_empty() => only,
-            Some(first) => {
-                let mut all = BytesMut::with_capacity(total);
-                all.extend_from_slice(&first);
-                more.iter().for_each(|c| all.extend_from_slice(c));
-                all.freeze()
-            }
-        };
+        let bytes = read.into_bytes();
         let stored = Arc::new(StoredResponse {
             status: parts.status.as_u16(),
             headers: end_to_end(&parts.headers),
             body: stored_body(&bytes),
         });
         Captured::Storable(stored, Response::from_parts(parts, Body::from(bytes)))
+    }
+}
+
+/// A body's data frames as they are read: one frame (the usual case) is kept as it came, with no
+/// list and no copy; several are joined once, at the end. Request and response bodies both.
+#[derive(Default)]
+pub(crate) struct Chunks {
+    first: Bytes,
+    more: Vec<Bytes>,
+    len: usize,
+}
+
+impl Chunks {
+    pub(crate) fn push(&mut self, data: Bytes) {
+        self.len = self.len.saturating_add(data.len());
+        if self.first.is_empty() {
+            self.first = data;
+        } else {
+            self.more.push(data);
+        }
+    }
+
+    /// The bytes read so far.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The whole body.
+    pub(crate) fn into_bytes(self) -> Bytes {
+        if self.more.is_empty() {
+            return self.first;
+        }
+        let mut all = BytesMut::with_capacity(self.len);
+        all.extend_from_slice(&self.first);
+        self.more
+            .iter()
+            .for_each(|chunk| all.extend_from_slice(chunk));
+        all.freeze()
+    }
+
+    /// The frames as they came.
+    fn into_frames(self) -> impl Iterator<Item = Bytes> {
+        std::iter::once(self.first).chain(self.more)
     }
 }
 
@@ -179,6 +206,25 @@ mod tests {
         assert_eq!(names, ["content-type", "x-trace"]);
         let sent = sent.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&sent[..], b"hello");
+    }
+
+    #[tokio::test]
+    async fn small_copied_and_large_shared_bodies_are_stored_byte_for_byte() {
+        for size in [0, 40, COPIED_BODY, COPIED_BODY + 1, 64 * 1024] {
+            let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let chunks = body
+                .chunks(3000)
+                .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)));
+            let response = Response::new(Body::from_stream(futures_util::stream::iter(
+                chunks.collect::<Vec<_>>(),
+            )));
+            let Captured::Storable(stored, sent) = capture(response, 1 << 20).await else {
+                panic!("{size} bytes are under the limit");
+            };
+            assert_eq!(&stored.body[..], &body[..], "{size} bytes stored");
+            let sent = sent.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&sent[..], &body[..], "{size} bytes sent");
+        }
     }
 
     #[tokio::test]

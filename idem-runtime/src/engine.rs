@@ -97,20 +97,13 @@ pub(crate) fn claim_and_decide(
 ) -> impl Future<Output = Result<Decision, StoreError>> {
     async move {
         let backend = store.backend();
-        let op = metrics::StoreOp::Claim;
-        let claimed = match persist::answered(op, || backend.claim_now(claim)) {
-            Some(claimed) => claimed,
-            // Boxed: a store that has to be waited for costs a round trip anyway, and this
-            // future is part of every request's.
-            None => {
-                Box::pin(persist::timed(
-                    op,
-                    settings.store_timeout,
-                    backend.claim(claim),
-                ))
-                .await
-            }
-        };
+        let claimed = persist::store_call(
+            metrics::StoreOp::Claim,
+            settings.store_timeout,
+            || backend.claim_now(claim),
+            || backend.claim(claim),
+        )
+        .await;
         let decision = claimed.map(|claimed| decide(claimed, &claim.fingerprint));
         let outcome = decision
             .as_ref()

@@ -6,11 +6,12 @@ use axum_core::RequestExt;
 use axum_core::body::Body;
 use axum_core::extract::{FromRequest, Request};
 use axum_core::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use crate::capture::Chunks;
 use crate::config::DEFAULT_HEADER;
 use crate::engine::RequestHead;
 use crate::fingerprint::Fingerprint;
@@ -84,29 +85,14 @@ pub(crate) fn buffer_keeping(
 ) -> impl Future<Output = Result<(Request, RequestHead), Response>> + Send {
     let (parts, body) = req.with_limited_body().into_parts();
     async move {
-        // Read frame by frame: a body in one chunk (the usual case) is kept as it came, with
-        // no list of chunks and no copy.
         let mut body = Limited::new(body, HARD_BODY_LIMIT);
-        let mut bytes = Bytes::new();
-        let mut joined: Option<BytesMut> = None;
+        let mut read = Chunks::default();
         while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map_err(body_error)?.into_data() else {
-                continue; // trailers are not part of the fingerprint
-            };
-            if let Some(joined) = joined.as_mut() {
-                joined.extend_from_slice(&data);
-            } else if bytes.is_empty() {
-                bytes = data;
-            } else {
-                let mut both = BytesMut::with_capacity(bytes.len() + data.len());
-                both.extend_from_slice(&bytes);
-                both.extend_from_slice(&data);
-                joined = Some(both);
+            if let Ok(data) = frame.map_err(body_error)?.into_data() {
+                read.push(data); // trailers are not part of the fingerprint
             }
         }
-        if let Some(joined) = joined {
-            bytes = joined.freeze();
-        }
+        let bytes = read.into_bytes();
         Ok(head_of(parts, bytes, key_header))
     }
 }

@@ -72,7 +72,7 @@ impl Settings {
 /// A store operation answered at once (see
 /// [`IdempotencyStore::claim_now`](crate::IdempotencyStore::claim_now)), timed into
 /// `idempotency_store_seconds{op}`; `None` when the store has to be waited for.
-pub(crate) fn answered<T>(
+fn answered<T>(
     op: StoreOp,
     now: impl FnOnce() -> Option<StoreResult<T>>,
 ) -> Option<StoreResult<T>> {
@@ -80,6 +80,21 @@ pub(crate) fn answered<T>(
     let result = now()?;
     metrics::store_time(op, started.elapsed());
     Some(result)
+}
+
+/// One attempt at a store operation: answered at once when the store can, otherwise waited for
+/// with [`timed`], boxed (a store that has to be waited for costs a round trip anyway, and this
+/// future is part of every request's).
+pub(crate) async fn store_call<T, F: Future<Output = StoreResult<T>>>(
+    op: StoreOp,
+    timeout: Duration,
+    now: impl FnOnce() -> Option<StoreResult<T>>,
+    call: impl FnOnce() -> F,
+) -> StoreResult<T> {
+    match answered(op, now) {
+        Some(result) => result,
+        None => Box::pin(timed(op, timeout, call())).await,
+    }
 }
 
 /// One store operation that has to be waited for, timed into `idempotency_store_seconds{op}`
@@ -173,10 +188,7 @@ fn retrying<'a, T: Send + 'a>(
                     // Boxed, so that the retry's timer does not widen this future.
                     Box::pin(tokio::time::sleep(delay)).await;
                     attempt += 1;
-                    result = match answered(op, &mut now) {
-                        Some(result) => result,
-                        None => timed(op, settings.store_timeout, call()).await,
-                    };
+                    result = store_call(op, settings.store_timeout, &mut now, &mut call).await;
                 }
                 Err(error) => return Err(error),
             }

@@ -44,32 +44,29 @@ impl RecordId {
 /// every call, and the memory store hashes an identity on every claim and completion.
 impl Hash for RecordId {
     fn hash<H: Hasher>(&self, state: &mut H) {
+        const ROOM: usize = 256;
         let parts = [
             self.scope.as_bytes(),
             self.handler.as_bytes(),
             self.key.as_str().as_bytes(),
         ];
-        let mut buffer = [0u8; 256];
-        let mut at = 0;
-        for part in parts {
-            let (Ok(len), Some(room)) = (u8::try_from(part.len()), buffer.get_mut(at..)) else {
-                break;
-            };
-            let Some(room) = room.get_mut(..=part.len()) else {
-                break;
-            };
-            room[0] = len;
-            room[1..].copy_from_slice(part);
-            at += part.len() + 1;
-        }
-        if at == parts.iter().map(|p| p.len() + 1).sum::<usize>() {
-            state.write(&buffer[..at]);
-        } else {
+        let total: usize = parts.iter().map(|part| part.len() + 1).sum();
+        if total > ROOM {
             for part in parts {
                 part.len().hash(state);
                 state.write(part);
             }
+            return;
         }
+        // Every part is under 256 bytes here, so each length fits its one-byte prefix.
+        let mut buffer = [0u8; ROOM];
+        let mut at = 0;
+        for part in parts {
+            buffer[at] = u8::try_from(part.len()).unwrap_or(u8::MAX);
+            buffer[at + 1..at + 1 + part.len()].copy_from_slice(part);
+            at += part.len() + 1;
+        }
+        state.write(&buffer[..at]);
     }
 }
 

@@ -805,6 +805,115 @@ impl IdempotencyStore for Clocked {
     }
 }
 
+/// A memory store that answers at once (`claim_now`, `complete_now`), failing its first
+/// `failures` completions there: the retries of a store that never has to be waited for.
+struct AtOnce {
+    inner: MemoryStore,
+    failures: std::sync::atomic::AtomicU32,
+    completes: std::sync::atomic::AtomicU32,
+}
+
+impl IdempotencyStore for AtOnce {
+    fn claim<'a>(
+        &'a self,
+        c: &'a Claim,
+    ) -> idem_runtime::store::BoxFuture<'a, idem_runtime::store::StoreResult<ClaimOutcome>> {
+        self.inner.claim(c)
+    }
+    fn renew<'a>(
+        &'a self,
+        c: &'a Claim,
+    ) -> idem_runtime::store::BoxFuture<'a, idem_runtime::store::StoreResult<bool>> {
+        self.inner.renew(c)
+    }
+    fn complete<'a>(
+        &'a self,
+        _: &'a Claim,
+        _: &'a idem_runtime::StoredResponse,
+    ) -> idem_runtime::store::BoxFuture<'a, idem_runtime::store::StoreResult<bool>> {
+        unreachable!("a store that answers at once is never waited for")
+    }
+    fn fail<'a>(
+        &'a self,
+        c: &'a Claim,
+    ) -> idem_runtime::store::BoxFuture<'a, idem_runtime::store::StoreResult<bool>> {
+        self.inner.fail(c)
+    }
+    fn release<'a>(
+        &'a self,
+        c: &'a Claim,
+    ) -> idem_runtime::store::BoxFuture<'a, idem_runtime::store::StoreResult<bool>> {
+        self.inner.release(c)
+    }
+    fn get<'a>(
+        &'a self,
+        id: &'a idem_runtime::RecordId,
+    ) -> idem_runtime::store::BoxFuture<
+        'a,
+        idem_runtime::store::StoreResult<Option<idem_runtime::Record>>,
+    > {
+        self.inner.get(id)
+    }
+    fn purge(
+        &self,
+        n: usize,
+    ) -> idem_runtime::store::BoxFuture<'_, idem_runtime::store::StoreResult<u64>> {
+        self.inner.purge(n)
+    }
+    fn claim_now(&self, c: &Claim) -> Option<idem_runtime::store::StoreResult<ClaimOutcome>> {
+        self.inner.claim_now(c)
+    }
+    fn complete_now(
+        &self,
+        c: &Claim,
+        response: &Arc<idem_runtime::StoredResponse>,
+    ) -> Option<idem_runtime::store::StoreResult<bool>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.completes.fetch_add(1, SeqCst);
+        let failing = self
+            .failures
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Some(Err(idem_runtime::StoreError::transient("injected")));
+        }
+        self.inner.complete_now(c, response)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_answering_at_once_is_retried_with_backoff_like_any_other() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for (failures, stored) in [(2, "COMPLETED"), (5, "FAILED_STORAGE")] {
+        let metrics = Metrics::install();
+        let at_once = Arc::new(AtOnce {
+            inner: MemoryStore::new(),
+            failures: failures.into(),
+            completes: 0.into(),
+        });
+        let store = Store::new(at_once.clone()).with_jitter_seed(7);
+        let counter = Counter::default();
+        let req = Req::new("order-0031");
+        let started = tokio::time::Instant::now();
+        let reply = send(&store, &CONFIG, &req, counter.created()).await;
+        assert_eq!(reply.status, StatusCode::CREATED);
+        assert_eq!(
+            at_once.completes.load(SeqCst),
+            failures.min(5) + u32::from(failures < 5)
+        );
+        assert_eq!(state(&store, &req).await, Some(stored));
+        let retries = u64::from(failures.min(4));
+        assert_eq!(
+            metrics.counter("idempotency_storage_retries_total", &[]),
+            retries
+        );
+        assert!(
+            started.elapsed() > Duration::ZERO,
+            "the retries waited their backoff"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn backoff_delays_follow_the_formula_and_reach_the_cap() {
     const EIGHT: Config = Config::new().retries(8).lease(Duration::from_secs(600));

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::Notify;
 use tower::ServiceExt;
@@ -178,6 +178,18 @@ pub async fn contract_on(
     let invalid = send(&router, first.request(Some("short"))).await;
     assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
     assert_eq!(invalid.problem_type(), "urn:idem:problem:invalid-key");
+
+    let mut twice = first.request(Some(KEY));
+    twice
+        .headers_mut()
+        .append("idempotency-key", HeaderValue::from_static(KEY));
+    let twice = send(&router, twice).await;
+    assert_eq!(
+        twice.status,
+        StatusCode::BAD_REQUEST,
+        "the key header twice"
+    );
+    assert_eq!(twice.problem_type(), "urn:idem:problem:invalid-key");
 
     assert_eq!(runs() - before, 1, "the handler ran exactly once");
 }

@@ -161,8 +161,8 @@ print("## 3. Postgres against its own limit\n")
 print("`pgbench -M prepared -j 1` runs the store's own statements, read from "
       "`idem-runtime/src/store/postgres.rs`, with the same values: the claim and then the "
       "completion (first calls), or the claim alone on one of 1000 completed keys (replays). "
-      "The bench server reaches Postgres through `PostgresStore::connect`'s pool of 10 "
-      "connections, so above C = 10 pgbench also runs with 10 clients (`pool` columns): the "
+      "The bench server reaches Postgres through `PostgresStore::connect`'s 10 "
+      "connections, so above C = 10 pgbench also runs with 10 clients (`same, 10 clients` columns): the "
       "same number of database sessions. Ratios are HTTP requests per second over pgbench "
       "transactions per second.\n")
 print("| C | first calls (HTTP) | pgbench claim + complete, C clients | ratio | same, 10 clients | ratio | "

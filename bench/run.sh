@@ -145,7 +145,7 @@ psql_bench -c "INSERT INTO idempotency_keys (scope, handler, idempotency_key, re
 
 # pgbench LABEL SCRIPT CLIENTS ROUND [AS_C]: one pgbench run, recorded like a loadgen run (under
 # concurrency AS_C, default CLIENTS).
-POOL=10 # PostgresStore::connect's pool
+POOL=10 # PostgresStore::CONNECTIONS
 pgb() {
   local label=$1 script=$2 c=$3 round=$4 as_c=${5:-$3} raw
   raw=$("$PG_BIN/pgbench" -n -M prepared -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "$c" -j 1 \

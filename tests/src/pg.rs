@@ -103,6 +103,13 @@ pub async fn fixture() -> Option<(Store, TestDb)> {
     Some((Store::new(store), db))
 }
 
+/// A fresh database and a store on connections of its own ([`PostgresStore::connect`]), migrated.
+pub async fn own_fixture() -> Option<(Store, TestDb)> {
+    let db = database().await?;
+    let store = db.own_store().await;
+    Some((Store::new(store), db))
+}
+
 impl Server {
     async fn admin(&self) -> PgConnection {
         PgConnection::connect_with(&self.admin)
@@ -195,6 +202,22 @@ impl TestDb {
     /// A store on a pool of its own, migrated.
     pub async fn store(&self) -> PostgresStore {
         let store = PostgresStore::new(self.pool().await);
+        store.migrate().await.expect("migrations run");
+        store
+    }
+
+    /// A store made by [`PostgresStore::connect`] (connections of its own rather than a
+    /// pool), migrated.
+    pub async fn own_store(&self) -> PostgresStore {
+        self.own_store_at(&self.url).await
+    }
+
+    /// A store made by [`PostgresStore::connect`] on `url` (this database through something
+    /// in between, say), migrated.
+    pub async fn own_store_at(&self, url: &str) -> PostgresStore {
+        let store = PostgresStore::connect(url)
+            .await
+            .expect("connect to the test database");
         store.migrate().await.expect("migrations run");
         store
     }

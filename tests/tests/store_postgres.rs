@@ -6,13 +6,25 @@ use idem_tests::pg;
 
 idem_tests::conformance_tests!(pg::fixture);
 
+/// The conformance suite again, on a store with connections of its own
+/// ([`PostgresStore::connect`]) instead of an application's pool.
+mod own_connections {
+    use idem_tests::pg;
+
+    idem_tests::conformance_tests!(pg::own_fixture);
+}
+
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use idem_runtime::{Acquired, ClaimOutcome, IdempotencyStore, PostgresStore, RecordState, Store};
 use idem_tests::conformance::{LONG, PAST_SHORT, SHORT, claim, fingerprint, fresh_id, response};
-use sqlx::PgConnection;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Every statement run in this database since the last reset, with its call count, leaving
 /// out the statements that read and reset the statistics themselves.
@@ -346,4 +358,256 @@ async fn a_claim_that_loses_to_a_later_commit_returns_the_fresh_record() {
             other => panic!("{corner}: expected the rival's live claim, got {other:?}"),
         }
     }
+}
+
+/// A TCP proxy in front of the test server that counts the `Sync` messages its clients send.
+/// Each `Sync` is one round trip to the server: the end of a statement's messages in the
+/// extended protocol, or a ping on its own.
+struct SyncCounter {
+    addr: SocketAddr,
+    syncs: Arc<AtomicUsize>,
+}
+
+impl SyncCounter {
+    async fn start(upstream: String) -> SyncCounter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let syncs = Arc::new(AtomicUsize::new(0));
+        let counted = syncs.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream)
+                    .await
+                    .expect("the proxy reaches the test server");
+                tokio::spawn(relay(client, server, counted.clone()));
+            }
+        });
+        SyncCounter { addr, syncs }
+    }
+
+    fn syncs(&self) -> usize {
+        self.syncs.load(Ordering::SeqCst)
+    }
+}
+
+/// Copies both ways, counting the client's `Sync`s before forwarding them (so a statement's
+/// are counted by the time its answer arrives).
+async fn relay(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    syncs: Arc<AtomicUsize>,
+) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let back = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+    });
+    let mut frontend = Frontend::default();
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let n = match client_read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        syncs.fetch_add(frontend.syncs_in(&buf[..n]), Ordering::SeqCst);
+        if server_write.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    back.abort();
+}
+
+/// Splits the frontend's byte stream into Postgres protocol messages: untyped ones first (an
+/// SSL or GSS request, then the startup message), then a type byte and a length each.
+#[derive(Default)]
+struct Frontend {
+    started: bool,
+    pending: Vec<u8>,
+}
+
+impl Frontend {
+    fn syncs_in(&mut self, bytes: &[u8]) -> usize {
+        const SSL_REQUEST: u32 = 80_877_103;
+        const GSS_REQUEST: u32 = 80_877_104;
+        let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        self.pending.extend_from_slice(bytes);
+        let (mut at, mut syncs) = (0, 0);
+        loop {
+            let rest = &self.pending[at..];
+            if !self.started {
+                if rest.len() < 8 || rest.len() < be(rest) {
+                    break;
+                }
+                let code = be(&rest[4..]) as u32;
+                self.started = code != SSL_REQUEST && code != GSS_REQUEST;
+                at += be(rest);
+            } else {
+                if rest.len() < 5 || rest.len() < 1 + be(&rest[1..]) {
+                    break;
+                }
+                syncs += usize::from(rest[0] == b'S');
+                at += 1 + be(&rest[1..]);
+            }
+        }
+        self.pending.drain(..at);
+        syncs
+    }
+}
+
+/// SPEC section 4, counted on the wire: a store made by `PostgresStore::connect` costs one
+/// round trip per step. (sqlx's pool pings each connection as it comes back, from a task of
+/// its own: a second round trip per statement, which the store's own connections skip.)
+#[tokio::test]
+async fn a_store_of_its_own_makes_one_round_trip_per_step() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let host = db.options.get_host().to_owned();
+    let proxy = SyncCounter::start(format!("{host}:{}", db.options.get_port())).await;
+    let direct = format!("{host}:{}", db.options.get_port());
+    let url = db.url();
+    if !url.contains(&direct) {
+        pg::skip("DATABASE_URL does not name its host and port as host:port");
+        return;
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let proxied = format!(
+        "{}{sep}sslmode=disable",
+        url.replacen(&direct, &proxy.addr.to_string(), 1)
+    );
+    let store = db.own_store_at(&proxied).await;
+
+    // Every statement once, so that each is prepared on the connection before counting.
+    let warm = claim(&fresh_id(), "a", LONG, LONG);
+    store.claim(&warm).await.expect("claim");
+    store
+        .complete(&warm, &response(201, b"{}"))
+        .await
+        .expect("complete");
+    store.claim(&warm).await.expect("replay");
+    store.get(&fresh_id()).await.expect("get");
+    let stored = response(201, b"{\"id\":1}");
+
+    let id = fresh_id();
+    let first = claim(&id, "a", LONG, LONG);
+    let before = proxy.syncs();
+    assert_eq!(
+        store.claim(&first).await.ok(),
+        Some(ClaimOutcome::Acquired(Acquired::New))
+    );
+    assert!(matches!(store.complete(&first, &stored).await, Ok(true)));
+    let replay = store.claim(&claim(&id, "a", LONG, LONG)).await;
+    assert!(
+        matches!(&replay, Ok(ClaimOutcome::Existing(r)) if r.state == RecordState::Completed(stored.clone())),
+        "{replay:?}"
+    );
+    // A first call (claim, complete) and a replay (claim): three round trips. Read after a
+    // further statement, so that a round trip made in the background after the third step
+    // would have been counted too.
+    assert!(matches!(store.get(&fresh_id()).await, Ok(None)));
+    assert_eq!(
+        proxy.syncs() - before,
+        4,
+        "round trips for claim, complete, replay, get"
+    );
+}
+
+/// A statement interrupted mid-flight (its future dropped, as the engine's store timeout
+/// does) leaves no half-read answer behind: its connection is closed, and the store's next
+/// statements get answers of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_statement_leaves_no_answer_for_the_next() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let store = db.own_store().await;
+    let id = fresh_id();
+    let first = claim(&id, "a", LONG, LONG);
+    assert_eq!(
+        store.claim(&first).await.ok(),
+        Some(ClaimOutcome::Acquired(Acquired::New))
+    );
+
+    // Another transaction holds the record's row, so a second claim on it waits; it is
+    // dropped while it waits, with its answer still to come.
+    let mut holder = db.connect().await;
+    let mut tx = holder.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM idempotency_keys WHERE idempotency_key = $1 FOR UPDATE")
+        .bind(id.key.as_str())
+        .execute(&mut *tx)
+        .await
+        .expect("lock the row");
+    let mut watcher = db.connect().await;
+    let second = claim(&id, "b", LONG, LONG);
+    tokio::select! {
+        done = store.claim(&second) => panic!("the claim should wait for the row: {done:?}"),
+        () = until_blocked(&mut watcher) => {}
+    }
+    tx.rollback().await.expect("rollback");
+
+    // The next statements answer for themselves, not with the dropped claim's rows.
+    assert_eq!(
+        store.claim(&claim(&fresh_id(), "a", LONG, LONG)).await.ok(),
+        Some(ClaimOutcome::Acquired(Acquired::New))
+    );
+    let read = store
+        .get(&id)
+        .await
+        .expect("get")
+        .expect("the first claim's record");
+    assert!(
+        matches!(read.state, RecordState::InProgress { lease_remaining } if lease_remaining > SHORT),
+        "{read:?}"
+    );
+    assert_eq!(read.fingerprint, first.fingerprint);
+}
+
+/// A connection the server dropped while the store was not using it fails the one statement
+/// that finds it, as a transient error, and is replaced: the next statement succeeds.
+#[tokio::test]
+async fn a_connection_dropped_by_the_server_is_replaced() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let store = db.own_store().await;
+    assert!(matches!(store.get(&fresh_id()).await, Ok(None)));
+
+    let mut admin = db.connect().await;
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("terminate the store's connections");
+    let mut gone = false;
+    for _ in 0..500 {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .expect("read pg_stat_activity");
+        if left == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gone, "the store's connections were not terminated");
+
+    let error = store
+        .get(&fresh_id())
+        .await
+        .expect_err("the dropped connection fails its statement");
+    assert!(error.is_transient(), "{error}");
+    assert!(matches!(store.get(&fresh_id()).await, Ok(None)));
+    let first = claim(&fresh_id(), "a", LONG, LONG);
+    assert_eq!(
+        store.claim(&first).await.ok(),
+        Some(ClaimOutcome::Acquired(Acquired::New))
+    );
 }

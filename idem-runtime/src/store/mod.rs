@@ -15,6 +15,8 @@ use std::time::Duration;
 use crate::backoff::Jitter;
 use crate::record::{Claim, ClaimOutcome, Record, RecordId, StoredResponse};
 
+#[cfg(feature = "postgres")]
+mod connections;
 mod failing;
 mod memory;
 #[cfg(feature = "postgres")]

@@ -20,6 +20,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, PgExecutor, Row};
 
+use super::connections::Connections;
 use super::sql::{
     self, Columns, InvalidTableName, TableName, acquired_from_column, micros,
     postgres_code_is_transient,
@@ -119,13 +120,35 @@ WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE expires_at <= now()
 /// ```
 ///
 /// Each step is one statement, and each statement is a method generic over
-/// [`PgExecutor`]: the store runs them on its pool. A transactional mode (not built yet) will
+/// [`PgExecutor`]: a store made by [`PostgresStore::connect`] runs them on connections of its
+/// own, one made by [`PostgresStore::new`] on the pool it was given. A transactional mode (not built yet) will
 /// run the same methods on one transaction's connection, so that the claim, the handler's own
 /// writes and the completion commit together, without a second copy of the SQL.
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Where the store's statements run when it has connections of its own (`connect`).
+    own: Option<Arc<Connections>>,
     sql: Arc<Statements>,
+}
+
+/// Runs one statement, `$db => $statement`, on the store's own connections when it has
+/// them, else on its pool.
+macro_rules! on_store {
+    ($store:expr, $db:ident => $statement:expr) => {
+        match &$store.own {
+            Some(own) => {
+                let mut lease = own.lease().await?;
+                let $db = lease.connection();
+                let result = $statement.await;
+                lease.settle(result)
+            }
+            None => {
+                let $db = &$store.pool;
+                $statement.await
+            }
+        }
+    };
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -137,29 +160,47 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
-    /// A store on the application's pool, using the table `idempotency_keys`.
+    /// A store whose statements run on the application's pool, using the table
+    /// `idempotency_keys`.
     ///
-    /// With sqlx's default `test_before_acquire(true)`, taking an idle connection from the
-    /// pool costs a ping before the statement; [`PostgresStore::connect`] turns it off.
+    /// sqlx's pool pings a connection when it comes back, from a task of its own: one round
+    /// trip to the server more per statement (and, with its default
+    /// `test_before_acquire(true)`, one more before). [`PostgresStore::connect`] avoids both.
     pub fn new(pool: PgPool) -> Self {
         PostgresStore {
             pool,
+            own: None,
             sql: Arc::new(Statements::new(TableName::default())),
         }
     }
 
-    /// Connects a pool of its own (10 connections, no ping before each use: a connection
-    /// found dead fails one step with a transient error and is replaced).
+    /// Connects to `url`, checking that the server answers. The store's statements run on
+    /// connections of its own, at most [`PostgresStore::CONNECTIONS`], each used for one
+    /// statement at a time and handed on without a ping; a connection whose statement failed
+    /// or was interrupted is closed, and one idle for 30 seconds is pinged before its next
+    /// statement. [`PostgresStore::pool`] is a pool on the same database, of as many
+    /// connections, for [`PostgresStore::migrate`] and the application's own queries.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
-            .max_connections(10)
+            .max_connections(Self::CONNECTIONS)
             .acquire_timeout(Duration::from_secs(5))
             .test_before_acquire(false)
             .connect(url)
             .await
             .map_err(classify)?;
-        Ok(PostgresStore::new(pool))
+        let own = Connections::new(
+            (*pool.connect_options()).clone(),
+            Self::CONNECTIONS as usize,
+        );
+        Ok(PostgresStore {
+            own: Some(Arc::new(own)),
+            ..PostgresStore::new(pool)
+        })
     }
+
+    /// How many connections [`PostgresStore::connect`] opens at most for the store's
+    /// statements (and as many for its pool).
+    pub const CONNECTIONS: u32 = 10;
 
     /// Uses another table (a plain identifier; set the schema with the pool's `search_path`).
     pub fn with_table(mut self, table: &str) -> Result<Self, InvalidTableName> {
@@ -196,10 +237,10 @@ impl PostgresStore {
         tx.commit().await.map_err(classify)
     }
 
-    async fn claim_on_pool(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
+    async fn claim_attempts(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
         let mut stale = None;
         for _ in 0..CLAIM_ATTEMPTS {
-            match self.sql.claim(&self.pool, claim).await? {
+            match on_store!(self, db => self.sql.claim(db, claim))? {
                 Claimed::Fresh(outcome) => return Ok(outcome),
                 Claimed::Stale(record) => stale = Some(record),
                 Claimed::Invisible => {}
@@ -214,7 +255,7 @@ impl PostgresStore {
 }
 
 /// Maps an sqlx error on Postgres to a transient or permanent [`StoreError`].
-fn classify(error: sqlx::Error) -> StoreError {
+pub(super) fn classify(error: sqlx::Error) -> StoreError {
     sql::classify(error, postgres_code_is_transient)
 }
 
@@ -374,11 +415,11 @@ fn columns(row: &PgRow) -> StoreResult<Columns> {
 
 impl IdempotencyStore for PostgresStore {
     fn claim<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<ClaimOutcome>> {
-        Box::pin(self.claim_on_pool(claim))
+        Box::pin(self.claim_attempts(claim))
     }
 
     fn renew<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<bool>> {
-        Box::pin(self.sql.renew(&self.pool, claim))
+        Box::pin(async move { on_store!(self, db => self.sql.renew(db, claim)) })
     }
 
     fn complete<'a>(
@@ -386,22 +427,22 @@ impl IdempotencyStore for PostgresStore {
         claim: &'a Claim,
         response: &'a StoredResponse,
     ) -> BoxFuture<'a, StoreResult<bool>> {
-        Box::pin(self.sql.complete(&self.pool, claim, response))
+        Box::pin(async move { on_store!(self, db => self.sql.complete(db, claim, response)) })
     }
 
     fn fail<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<bool>> {
-        Box::pin(self.sql.fail(&self.pool, claim))
+        Box::pin(async move { on_store!(self, db => self.sql.fail(db, claim)) })
     }
 
     fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, StoreResult<bool>> {
-        Box::pin(self.sql.release(&self.pool, claim))
+        Box::pin(async move { on_store!(self, db => self.sql.release(db, claim)) })
     }
 
     fn get<'a>(&'a self, id: &'a RecordId) -> BoxFuture<'a, StoreResult<Option<Record>>> {
-        Box::pin(self.sql.get(&self.pool, id))
+        Box::pin(async move { on_store!(self, db => self.sql.get(db, id)) })
     }
 
     fn purge(&self, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(self.sql.purge(&self.pool, limit))
+        Box::pin(async move { on_store!(self, db => self.sql.purge(db, limit)) })
     }
 }

@@ -87,7 +87,10 @@ async fn a_first_call_costs_two_statements_and_a_replay_one() {
         store.claim(&first).await.ok(),
         Some(ClaimOutcome::Acquired(Acquired::New))
     );
-    one_statement(&statements_since_reset(&mut admin).await, "WITH claimed AS");
+    one_statement(
+        &statements_since_reset(&mut admin).await,
+        "WITH standing AS",
+    );
 
     let stored = response(201, b"{\"id\":1}");
     reset_statements(&mut admin).await;
@@ -100,7 +103,10 @@ async fn a_first_call_costs_two_statements_and_a_replay_one() {
         matches!(&replay, Ok(ClaimOutcome::Existing(r)) if r.state == RecordState::Completed(stored.clone())),
         "{replay:?}"
     );
-    one_statement(&statements_since_reset(&mut admin).await, "WITH claimed AS");
+    one_statement(
+        &statements_since_reset(&mut admin).await,
+        "WITH standing AS",
+    );
 
     // The other steps are one statement each too.
     let second = claim(&fresh_id(), "a", LONG, LONG);
@@ -523,26 +529,32 @@ async fn an_interrupted_statement_leaves_no_answer_for_the_next() {
         return;
     };
     let store = db.own_store().await;
-    let id = fresh_id();
-    let first = claim(&id, "a", LONG, LONG);
-    assert_eq!(
-        store.claim(&first).await.ok(),
-        Some(ClaimOutcome::Acquired(Acquired::New))
-    );
+    let known = claim(&fresh_id(), "a", LONG, LONG);
+    store.claim(&known).await.expect("claim");
+    let stored = response(201, b"{\"id\":1}");
+    assert!(matches!(store.complete(&known, &stored).await, Ok(true)));
 
-    // Another transaction holds the record's row, so a second claim on it waits; it is
-    // dropped while it waits, with its answer still to come.
+    // Another transaction has inserted the key and not committed, so a claim on it waits for
+    // that transaction; the claim is dropped while it waits, with its answer still to come.
+    let id = fresh_id();
     let mut holder = db.connect().await;
     let mut tx = holder.begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM idempotency_keys WHERE idempotency_key = $1 FOR UPDATE")
-        .bind(id.key.as_str())
-        .execute(&mut *tx)
-        .await
-        .expect("lock the row");
+    sqlx::query(
+        "INSERT INTO idempotency_keys (scope, handler, idempotency_key, request_fingerprint,
+                                       owner_token, locked_until, expires_at)
+         VALUES ($1, $2, $3, 'other', 'other', now() + interval '1 hour',
+                 now() + interval '1 hour')",
+    )
+    .bind(id.scope.as_str())
+    .bind(id.handler.as_ref())
+    .bind(id.key.as_str())
+    .execute(&mut *tx)
+    .await
+    .expect("insert the key");
     let mut watcher = db.connect().await;
-    let second = claim(&id, "b", LONG, LONG);
+    let waiting = claim(&id, "b", LONG, LONG);
     tokio::select! {
-        done = store.claim(&second) => panic!("the claim should wait for the row: {done:?}"),
+        done = store.claim(&waiting) => panic!("the claim should wait for the insert: {done:?}"),
         () = until_blocked(&mut watcher) => {}
     }
     tx.rollback().await.expect("rollback");
@@ -553,15 +565,12 @@ async fn an_interrupted_statement_leaves_no_answer_for_the_next() {
         Some(ClaimOutcome::Acquired(Acquired::New))
     );
     let read = store
-        .get(&id)
+        .get(&known.id)
         .await
         .expect("get")
-        .expect("the first claim's record");
-    assert!(
-        matches!(read.state, RecordState::InProgress { lease_remaining } if lease_remaining > SHORT),
-        "{read:?}"
-    );
-    assert_eq!(read.fingerprint, first.fingerprint);
+        .expect("the known record");
+    assert_eq!(read.state, RecordState::Completed(stored));
+    assert_eq!(read.fingerprint, known.fingerprint);
 }
 
 /// A connection the server dropped while the store was not using it fails the one statement
@@ -610,4 +619,61 @@ async fn a_connection_dropped_by_the_server_is_replaced() {
         store.claim(&first).await.ok(),
         Some(ClaimOutcome::Acquired(Acquired::New))
     );
+}
+
+/// A claim that cannot take its key (a replay, a request in progress, another request's key)
+/// writes nothing: no row lock, so no transaction id and no commit to flush. Read from the
+/// row's system columns: a lock or an update would set `xmax` or change `xmin`.
+#[tokio::test]
+async fn a_claim_that_takes_nothing_writes_nothing() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let store = db.own_store().await;
+    let db = &db;
+    let versions = |key: String| async move {
+        let mut conn = db.connect().await;
+        let row: (String, String) = sqlx::query_as(
+            "SELECT xmin::text, xmax::text FROM idempotency_keys WHERE idempotency_key = $1",
+        )
+        .bind(key)
+        .fetch_one(&mut conn)
+        .await
+        .expect("the record's row");
+        row
+    };
+
+    let done = fresh_id();
+    let first = claim(&done, "a", LONG, LONG);
+    store.claim(&first).await.expect("claim");
+    let stored = response(201, b"{\"id\":1}");
+    assert!(matches!(store.complete(&first, &stored).await, Ok(true)));
+    let live = fresh_id();
+    store
+        .claim(&claim(&live, "a", LONG, LONG))
+        .await
+        .expect("claim");
+    let (done_before, live_before) = (
+        versions(done.key.as_str().to_owned()).await,
+        versions(live.key.as_str().to_owned()).await,
+    );
+    assert_eq!(done_before.1, "0", "a completed row carries no lock");
+
+    let replay = store.claim(&claim(&done, "a", LONG, LONG)).await;
+    assert!(
+        matches!(&replay, Ok(ClaimOutcome::Existing(r)) if r.state == RecordState::Completed(stored.clone())),
+        "{replay:?}"
+    );
+    let mismatch = store.claim(&claim(&done, "b", LONG, LONG)).await;
+    assert!(
+        matches!(&mismatch, Ok(ClaimOutcome::Existing(r)) if r.fingerprint == first.fingerprint),
+        "{mismatch:?}"
+    );
+    let conflict = store.claim(&claim(&live, "a", LONG, LONG)).await;
+    assert!(
+        matches!(&conflict, Ok(ClaimOutcome::Existing(r)) if matches!(r.state, RecordState::InProgress { .. })),
+        "{conflict:?}"
+    );
+    assert_eq!(versions(done.key.as_str().to_owned()).await, done_before);
+    assert_eq!(versions(live.key.as_str().to_owned()).await, live_before);
 }

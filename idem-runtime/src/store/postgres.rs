@@ -1,18 +1,24 @@
 //! The shared store: Postgres on sqlx, one statement per step, leases judged by `now()`.
 //!
-//! Claiming is one `INSERT .. ON CONFLICT DO UPDATE .. WHERE` inside a CTE: it inserts a new
-//! record or takes over an expired, abandoned or FAILED_STORAGE one (the row lock makes it a
-//! compare-and-set), and when neither is allowed the same statement returns the record that
-//! stands. How a claim was acquired comes back through the `acquired` column, which the
-//! `DO UPDATE` computes from the locked, newest version of the row.
+//! Claiming is one statement. It first reads the record that stands, if any; when that record
+//! cannot be taken (completed, live, or another request's), the statement returns it and
+//! writes nothing, so a replay, a conflict or a mismatch costs the database a read and no
+//! commit to its log. Otherwise it runs an `INSERT .. ON CONFLICT DO UPDATE .. WHERE`, which
+//! inserts a new record or takes over an expired, abandoned or FAILED_STORAGE one (the row
+//! lock makes it a compare-and-set against the newest version of the row). How a claim was
+//! acquired comes back through the `acquired` column, which the `DO UPDATE` computes from
+//! that locked, newest version.
 //!
-//! Under READ COMMITTED the statement's own `SELECT` reads its snapshot, while the upsert
-//! acts on the newest committed row. Two corners follow, both from a claim that committed
-//! after the snapshot was taken: a row inserted then blocks the insert yet is invisible, so
-//! nothing comes back; a row taken over then comes back as the snapshot saw it, a record
-//! this claim could have taken (marked `stale`). Either way the statement runs again with a
-//! fresh snapshot, at most [`CLAIM_ATTEMPTS`] times in all; a stale record still standing
-//! after the last attempt is returned as it is (the engine answers a conflict).
+//! Under READ COMMITTED the statement's reads use its snapshot, while the upsert acts on the
+//! newest committed row. Two corners follow, both from a claim that committed after the
+//! snapshot was taken: a row inserted then blocks the insert yet is invisible, so nothing
+//! comes back; a row taken over then comes back as the snapshot saw it, a record this claim
+//! could have taken (marked `stale`). Either way the statement runs again with a fresh
+//! snapshot, at most [`CLAIM_ATTEMPTS`] times in all; a stale record still standing after the
+//! last attempt is returned as it is (the engine answers a conflict). A record the snapshot
+//! shows standing is answered as of the snapshot: the answer the claim would have had a moment
+//! earlier. Skipping the insert then can only make a claim acquire less often, never twice:
+//! every acquisition still goes through the primary key and the row lock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,11 +44,21 @@ const MIGRATIONS: &[&str] = &[include_str!(
 pub const CLAIM_ATTEMPTS: usize = 3;
 
 const CLAIM: &str = "
-WITH claimed AS (
+WITH standing AS (
+    SELECT request_fingerprint, response_status, response_headers, response_body, locked_until,
+           COALESCE(expires_at <= now()
+             OR (request_fingerprint = $4
+                 AND (response_status = -1
+                      OR (response_status IS NULL AND locked_until <= now()))),
+             false) AS takeable
+    FROM {table}
+    WHERE scope = $1 AND handler = $2 AND idempotency_key = $3
+), claimed AS (
     INSERT INTO {table} AS t (scope, handler, idempotency_key, request_fingerprint, owner_token,
                               acquired, locked_until, created_at, updated_at, expires_at)
-    VALUES ($1, $2, $3, $4, $5, 'new', now() + $6::bigint * interval '1 microsecond', now(),
-            now(), now() + $7::bigint * interval '1 microsecond')
+    SELECT $1, $2, $3, $4, $5, 'new', now() + $6::bigint * interval '1 microsecond', now(),
+           now(), now() + $7::bigint * interval '1 microsecond'
+    WHERE NOT EXISTS (SELECT 1 FROM standing WHERE NOT takeable)
     ON CONFLICT (scope, handler, idempotency_key) DO UPDATE SET
         request_fingerprint = excluded.request_fingerprint,
         response_status = NULL,
@@ -68,13 +84,9 @@ SELECT acquired, NULL::text AS request_fingerprint, NULL::integer AS response_st
 FROM claimed
 UNION ALL
 SELECT NULL, request_fingerprint, response_status, response_headers, response_body,
-       GREATEST(0, EXTRACT(EPOCH FROM locked_until - now()) * 1000000)::bigint,
-       COALESCE(expires_at <= now()
-         OR (request_fingerprint = $4
-             AND (response_status = -1 OR (response_status IS NULL AND locked_until <= now()))),
-         false)
-FROM {table}
-WHERE scope = $1 AND handler = $2 AND idempotency_key = $3 AND NOT EXISTS (SELECT 1 FROM claimed)";
+       GREATEST(0, EXTRACT(EPOCH FROM locked_until - now()) * 1000000)::bigint, takeable
+FROM standing
+WHERE NOT EXISTS (SELECT 1 FROM claimed)";
 
 const RENEW: &str = "
 UPDATE {table} SET locked_until = now() + $5::bigint * interval '1 microsecond', updated_at = now()

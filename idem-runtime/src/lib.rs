@@ -4,12 +4,28 @@
 //! `Idempotency-Key` twice gets the first response back, byte for byte, and the handler's
 //! side effects happen once, even when requests race, the process dies or the store fails.
 //!
-//! ```ignore
-//! use idem_runtime::idempotent;
+//! ```
+//! use axum::{Json, extract::State, http::StatusCode};
+//! use idem_runtime::{MemoryStore, Store, idempotent};
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Clone)]
+//! # struct AppState { idem: Store }
+//! # #[derive(Deserialize)]
+//! # struct NewPayment { amount: i64 }
+//! # #[derive(Serialize)]
+//! # struct Payment { amount: i64 }
+//! # type ApiError = (StatusCode, String);
 //!
 //! #[idempotent(store = "app.idem", retries = 5)]
 //! async fn create_payment(State(app): State<AppState>, Json(req): Json<NewPayment>)
-//!     -> Result<(StatusCode, Json<Payment>), ApiError> { /* ... */ }
+//!     -> Result<(StatusCode, Json<Payment>), ApiError> {
+//!     Ok((StatusCode::CREATED, Json(Payment { amount: req.amount })))
+//! }
+//!
+//! let app = axum::Router::new()
+//!     .route("/payments", axum::routing::post(create_payment))
+//!     .with_state(AppState { idem: Store::new(MemoryStore::new()) });
+//! # let _: axum::Router = app;
 //! ```
 //!
 //! ## What a request meets

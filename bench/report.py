@@ -235,7 +235,7 @@ def num(cell):
     return float(m.group(1).replace(",", "")) if m else None
 
 
-print("## Goals of issue 7\n")
+print("## Goals of the first benchmark work\n")
 row = crit_row("1KiB")
 if row:
     first_add, steady_add, replay_add = num(row[4]), num(row[5]), num(row[6])

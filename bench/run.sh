@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmarks of issue 7, end to end: builds in release, runs the criterion benches, starts
+# The benchmarks, end to end: builds in release, runs the criterion benches, starts
 # the bench server on memory, SQLite and a throwaway Postgres, drives them with bench's own
 # load generator on loopback (bare, #[idempotent], the axum-idempotent peer; first calls and
 # replays; concurrency 1, 16, 64), runs pgbench with the store's own statements, measures the

@@ -1,4 +1,5 @@
-//! Black-box tests: the real `payments` binary over real HTTP, on each store (SPEC section 7).
+//! Black-box tests: the real `payments` binary over real HTTP, on each store
+//! (docs/contract.md, "The example server").
 
 mod support;
 
@@ -7,7 +8,8 @@ use support::Service;
 
 const EUR: &str = r#"{"amount":1200,"currency":"EUR"}"#;
 
-/// Every route of SPEC section 7, and the idempotency rows a user meets through them.
+/// Every route of the example server (docs/contract.md, "The example server"), and the
+/// idempotency rows a user meets through them.
 async fn every_route(client: Client) {
     let health = client.get("/healthz").await.unwrap();
     assert_eq!(health.status, 200);

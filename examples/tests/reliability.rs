@@ -1,6 +1,6 @@
-//! The reliability suite (issue 6): the real `payments` binary on a real Postgres, attacked
-//! with duplicate storms, crashes, store outages, failing writes and hostile input. Each test
-//! prints one summary line of its figures (run with `--nocapture` to see them).
+//! The reliability suite (README, "Guarantees"): the real `payments` binary on a real Postgres,
+//! attacked with duplicate storms, crashes, store outages, failing writes and hostile input.
+//! Each test prints one summary line of its figures (run with `--nocapture` to see them).
 
 mod support;
 

@@ -1,6 +1,6 @@
-//! One conformance suite for every [`IdempotencyStore`]: the contract of SPEC section 4, case
-//! by case. [`conformance_tests!`](crate::conformance_tests) turns it into `#[tokio::test]`s
-//! for a store constructor.
+//! One conformance suite for every [`IdempotencyStore`]: the records' contract
+//! (docs/contract.md, "Records"), case by case. [`conformance_tests!`](crate::conformance_tests)
+//! turns it into `#[tokio::test]`s for a store constructor.
 //!
 //! The cases run on real time with short leases and TTLs, because SQL stores judge time by the
 //! database's clock, which a paused tokio clock cannot move. A case sleeps only where the

@@ -1,7 +1,8 @@
-//! Isolation on Postgres under concurrency (issue 6, scenario 6): one key used at once by two
-//! tenants (a scope read from a header) on two routes is four records, never a replay across
-//! them, and no answer ever carries another request's body. The sequential cases (one key on
-//! two handlers, under two scopes) are in `support/behaviour.rs` for every store.
+//! Isolation on Postgres under concurrency (docs/contract.md, "What a request meets"): one key
+//! used at once by two tenants (a scope read from a header) on two routes is four records,
+//! never a replay across them, and no answer ever carries another request's body. The
+//! sequential cases (one key on two handlers, under two scopes) are in `support/behaviour.rs`
+//! for every store.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,6 @@
-//! Plain-function mode (SPEC section 6), row by row: `#[idempotent(key = "...")]` on async
-//! functions and methods returning `Result<T, E>`, on the memory store and its failing
-//! wrapper, with tokio's paused clock where time matters.
+//! Plain-function mode (docs/contract.md, "Plain-function mode"), row by row:
+//! `#[idempotent(key = "...")]` on async functions and methods returning `Result<T, E>`, on the
+//! memory store and its failing wrapper, with tokio's paused clock where time matters.
 
 mod support;
 

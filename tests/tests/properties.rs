@@ -1,8 +1,8 @@
-//! Property tests (issue 6, scenario 7): the key parser, the fingerprint input and the decoding
-//! of stored records never panic and accept exactly what they should; and random interleavings
-//! of claims, renewals, completions, failures, releases, expiries and takeovers on the memory
-//! store follow a simple model of SPEC section 4's state machine. Case counts stay modest for
-//! CI; `PROPTEST_CASES` raises them.
+//! Property tests: the key parser, the fingerprint input and the decoding of stored records
+//! never panic and accept exactly what they should; and random interleavings of claims,
+//! renewals, completions, failures, releases, expiries and takeovers on the memory store follow
+//! a simple model of the records' state machine (docs/contract.md, "Records"). Case counts stay
+//! modest for CI; `PROPTEST_CASES` raises them.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -31,7 +31,8 @@ fn allowed(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
 }
 
-/// SPEC section 2's grammar, written out plainly: the key the parser must return, or `None`.
+/// The key grammar (docs/contract.md, "What a request meets"), written out plainly: the key the
+/// parser must return, or `None`.
 fn grammar(value: &[u8]) -> Option<&[u8]> {
     let inner = match value {
         [b'"', inner @ .., b'"'] => inner,

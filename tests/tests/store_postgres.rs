@@ -59,8 +59,9 @@ fn one_statement(seen: &[(String, i64)], starting: &str) {
     );
 }
 
-/// SPEC section 4: a first call is one statement to claim and one to complete; a replay is
-/// the single claim statement. Counted by the server itself, in `pg_stat_statements`.
+/// One round trip per step (docs/contract.md, "Records"): a first call is one statement to
+/// claim and one to complete; a replay is the single claim statement. Counted by the server
+/// itself, in `pg_stat_statements`.
 #[tokio::test]
 async fn a_first_call_costs_two_statements_and_a_replay_one() {
     let Some(server) = pg::server().await else {
@@ -462,9 +463,10 @@ impl Frontend {
     }
 }
 
-/// SPEC section 4, counted on the wire: a store made by `PostgresStore::connect` costs one
-/// round trip per step. (sqlx's pool pings each connection as it comes back, from a task of
-/// its own: a second round trip per statement, which the store's own connections skip.)
+/// One round trip per step (docs/contract.md, "Records"), counted on the wire: a store made by
+/// `PostgresStore::connect` costs one round trip per step. (sqlx's pool pings each connection
+/// as it comes back, from a task of its own: a second round trip per statement, which the
+/// store's own connections skip.)
 #[tokio::test]
 async fn a_store_of_its_own_makes_one_round_trip_per_step() {
     let Some(db) = pg::database().await else {

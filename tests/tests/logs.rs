@@ -1,0 +1,281 @@
+//! Logs and spans never carry a whole key or stored data (docs/contract.md, "Observability"):
+//! every span and event field, at every level, is captured while a key goes through each path
+//! a request can take (new, replay, mismatch, conflict, a storage failure and its takeover, an
+//! abandoned claim and its takeover, a plain function), and the capture must show the key's
+//! first 8 characters but never the whole key, its tail, or a stored body.
+
+use std::fmt::{Debug, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, StatusCode};
+use axum::routing::post;
+use idem_runtime::{Error, FailingStore, MemoryStore, Op, Store, idempotent};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tower::ServiceExt;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+const KEY: &str = "secretkey-0123456789abcdef";
+const BODY: &str = r#"{"card":"4242-secret-card-number"}"#;
+const OTHER_BODY: &str = r#"{"card":"5555-other-card-number"}"#;
+const ANSWER: &str = "secret-answer-body-ffeeddcc";
+
+/// Every span (name and fields, at creation and on record) and every event (target and
+/// fields), as text.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<String>>);
+
+impl Capture {
+    /// Captures everything on this thread until the guard is dropped.
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::registry().with(self.clone());
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn line(&self, head: std::fmt::Arguments, record: impl FnOnce(&mut dyn Visit)) {
+        let mut text = self.0.lock().unwrap();
+        let _ = write!(text, "{head}");
+        record(&mut Fields(&mut text));
+        text.push('\n');
+    }
+}
+
+struct Fields<'a>(&'a mut String);
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let _ = write!(self.0, " {}={value}", field.name());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Capture {
+    fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+        let name = attrs.metadata().name();
+        self.line(format_args!("span {name}:"), |v| attrs.record(v));
+    }
+
+    fn on_record(&self, _: &Id, values: &Record<'_>, _: Context<'_, S>) {
+        self.line(format_args!("record:"), |v| values.record(v));
+    }
+
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let meta = event.metadata();
+        let head = format_args!("{} {}:", meta.level(), meta.target());
+        self.line(head, |v| event.record(v));
+    }
+}
+
+/// The capture shows the key's prefix (so it works) and nothing a log must not carry.
+fn assert_clean(logs: &str) {
+    assert!(!logs.is_empty(), "nothing was captured");
+    assert!(
+        logs.contains(&KEY[..8]),
+        "the key's prefix is missing:\n{logs}"
+    );
+    for secret in [
+        KEY,
+        &KEY[8..],
+        BODY,
+        OTHER_BODY,
+        ANSWER,
+        "4242-secret",
+        "5555-other",
+    ] {
+        assert!(!logs.contains(secret), "the logs carry {secret:?}:\n{logs}");
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    idem: Store,
+    /// When set, the next run waits for `gate` (after signalling `started`).
+    hold: Arc<AtomicBool>,
+    started: Arc<Notify>,
+    gate: Arc<Notify>,
+}
+
+impl App {
+    async fn run(&self) -> (StatusCode, &'static str) {
+        if self.hold.swap(false, Ordering::SeqCst) {
+            self.started.notify_one();
+            self.gate.notified().await;
+        }
+        (StatusCode::CREATED, ANSWER)
+    }
+}
+
+#[idempotent(store = "app.idem")]
+async fn pay(State(app): State<App>, _body: String) -> (StatusCode, &'static str) {
+    app.run().await
+}
+
+#[idempotent(store = "app.idem", lease = "1s")]
+async fn pay_briefly(State(app): State<App>, _body: String) -> (StatusCode, &'static str) {
+    app.run().await
+}
+
+fn app(store: Store) -> (App, Router) {
+    let app = App {
+        idem: store,
+        hold: Arc::default(),
+        started: Arc::default(),
+        gate: Arc::default(),
+    };
+    let router = Router::new()
+        .route("/pay", post(pay))
+        .route("/brief", post(pay_briefly))
+        .with_state(app.clone());
+    (app, router)
+}
+
+/// Sends one request under `KEY` and returns its status and body.
+async fn send(router: &Router, uri: &str, body: &'static str) -> (StatusCode, String) {
+    let request = Request::post(uri)
+        .header("idempotency-key", KEY)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+    (
+        status,
+        String::from_utf8_lossy(&bytes.unwrap()).into_owned(),
+    )
+}
+
+/// Starts a request whose handler is held at `app.gate`, and returns once the handler runs.
+async fn send_held(app: &App, router: &Router, uri: &'static str) -> tokio::task::JoinHandle<u16> {
+    app.hold.store(true, Ordering::SeqCst);
+    let router = router.clone();
+    let first = tokio::spawn(async move { send(&router, uri, BODY).await.0.as_u16() });
+    app.started.notified().await;
+    first
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn new_replay_mismatch_and_conflict_never_log_the_key() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let (app, router) = app(Store::new(MemoryStore::new()));
+
+    let first = send_held(&app, &router, "/pay").await;
+    assert_eq!(send(&router, "/pay", BODY).await.0, StatusCode::CONFLICT);
+    app.gate.notify_one();
+    assert_eq!(first.await.unwrap(), 201);
+    assert_eq!(
+        send(&router, "/pay", BODY).await,
+        (StatusCode::CREATED, ANSWER.into())
+    );
+    let mismatch = send(&router, "/pay", OTHER_BODY).await.0;
+    assert_eq!(mismatch, StatusCode::UNPROCESSABLE_ENTITY);
+
+    assert_clean(&capture.text());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_storage_failure_and_its_takeover_never_log_the_key() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let failing = Arc::new(FailingStore::new(MemoryStore::new()));
+    let (_, router) = app(Store::new(failing.clone()).with_jitter_seed(7));
+
+    failing.fail_always(Op::Complete);
+    assert_eq!(send(&router, "/pay", BODY).await.0, StatusCode::CREATED);
+    assert!(
+        failing.failures(Op::Complete) > 1,
+        "the completion was not retried"
+    );
+    failing.heal(Op::Complete);
+    // The FAILED_STORAGE record is taken over: the handler runs again and is stored.
+    assert_eq!(send(&router, "/pay", BODY).await.0, StatusCode::CREATED);
+    assert_eq!(
+        failing.calls(Op::Complete),
+        failing.failures(Op::Complete) + 1
+    );
+    assert_eq!(send(&router, "/pay", BODY).await.0, StatusCode::CREATED);
+
+    assert_clean(&capture.text());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_abandoned_claim_taken_over_never_logs_the_key() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let failing = Arc::new(FailingStore::new(MemoryStore::new()));
+    let (app, router) = app(Store::new(failing.clone()).with_jitter_seed(7));
+
+    // The first owner can no longer renew: its 1 s lease runs out while it is held.
+    failing.fail_always(Op::Renew);
+    let first = send_held(&app, &router, "/brief").await;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    tokio::task::yield_now().await; // its failed renewals are logged too
+    assert_eq!(send(&router, "/brief", BODY).await.0, StatusCode::CREATED);
+    // The first owner finishes last and finds its claim taken over.
+    app.gate.notify_one();
+    assert_eq!(first.await.unwrap(), 201);
+    assert_eq!(send(&router, "/brief", BODY).await.0, StatusCode::CREATED);
+
+    assert_clean(&capture.text());
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Message {
+    id: String,
+    card: String,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Charge {
+    note: String,
+}
+
+#[derive(Debug)]
+struct JobError(#[allow(dead_code)] Error);
+
+impl From<Error> for JobError {
+    fn from(error: Error) -> Self {
+        JobError(error)
+    }
+}
+
+#[idempotent(store = "idem", key = "msg.id")]
+async fn consume(#[idem(skip)] idem: &Store, msg: Message) -> Result<Charge, JobError> {
+    Ok(Charge {
+        note: ANSWER.to_owned(),
+    })
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_plain_function_never_logs_the_key() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let store = Store::new(MemoryStore::new());
+    let msg = |card: &str| Message {
+        id: KEY.to_owned(),
+        card: card.to_owned(),
+    };
+
+    let first = consume(&store, msg(BODY)).await.unwrap();
+    assert_eq!(consume(&store, msg(BODY)).await.unwrap(), first);
+    let mismatch = consume(&store, msg(OTHER_BODY)).await.unwrap_err();
+    assert!(matches!(mismatch.0, Error::Mismatch), "{mismatch:?}");
+
+    assert_clean(&capture.text());
+}

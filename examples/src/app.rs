@@ -119,7 +119,7 @@ async fn metrics(State(app): State<AppState>) -> Response {
     }
 }
 
-/// The routes of SPEC section 7.
+/// The routes of `docs/contract.md`, "7. The example server".
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/payments", get(list_payments).post(create_payment))
@@ -134,23 +134,23 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// Opens the store named by `url`, runs its migrations, and returns the idempotency
 /// backend and the payments beside it.
 pub async fn open(url: &StoreUrl) -> Result<(Arc<dyn IdempotencyStore>, Payments), Error> {
-    Ok(match url {
+    let (store, payments): (Arc<dyn IdempotencyStore>, _) = match url {
         StoreUrl::Memory => (Arc::new(MemoryStore::new()), Payments::memory()),
         StoreUrl::Sqlite(url) => {
             let store = SqliteStore::connect(url).await?;
             store.migrate().await?;
             let payments = Payments::Sqlite(store.pool().clone());
-            payments.migrate().await?;
             (Arc::new(store), payments)
         }
         StoreUrl::Postgres(url) => {
             let store = PostgresStore::connect(url).await?;
             store.migrate().await?;
             let payments = Payments::Postgres(store.pool().clone());
-            payments.migrate().await?;
             (Arc::new(store), payments)
         }
-    })
+    };
+    payments.migrate().await?;
+    Ok((store, payments))
 }
 
 impl AppState {

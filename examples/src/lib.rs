@@ -1,5 +1,5 @@
-//! `payments`: a small axum service that shows idem at work (SPEC section 7), and the target
-//! of the black-box tests.
+//! `payments`: a small axum service that shows idem at work (`docs/contract.md`, "7. The
+//! example server"), and the target of the black-box tests.
 //!
 //! - `POST /payments` `{"amount": 1200, "currency": "EUR"}`, idempotent: 201 with the
 //!   payment; `amount <= 0` is 422; currency `"ERR"` is 500 (not stored).

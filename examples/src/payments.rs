@@ -4,10 +4,10 @@
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Row, SqlitePool};
+use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, PgPool, SqlitePool, Type};
 
 /// A recorded payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow)]
 pub struct Payment {
     /// Assigned in order, from 1.
     pub id: i64,
@@ -71,7 +71,6 @@ impl Payments {
 
     /// Records a payment and returns it with its id.
     pub async fn record(&self, amount: i64, currency: &str) -> Result<Payment, sqlx::Error> {
-        const INSERT: &str = "INSERT INTO payments (amount, currency) VALUES ($1, $2) RETURNING id";
         let id = match self {
             Payments::Memory(list) => {
                 let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
@@ -83,22 +82,8 @@ impl Payments {
                 });
                 id
             }
-            Payments::Sqlite(pool) => {
-                let row = sqlx::query(INSERT)
-                    .bind(amount)
-                    .bind(currency)
-                    .fetch_one(pool)
-                    .await?;
-                row.try_get("id")?
-            }
-            Payments::Postgres(pool) => {
-                let row = sqlx::query(INSERT)
-                    .bind(amount)
-                    .bind(currency)
-                    .fetch_one(pool)
-                    .await?;
-                row.try_get("id")?
-            }
+            Payments::Sqlite(pool) => insert(pool, amount, currency).await?,
+            Payments::Postgres(pool) => insert(pool, amount, currency).await?,
         };
         Ok(Payment {
             id,
@@ -109,33 +94,42 @@ impl Payments {
 
     /// Every payment, in the order they were recorded.
     pub async fn list(&self) -> Result<Vec<Payment>, sqlx::Error> {
-        const SELECT: &str = "SELECT id, amount, currency FROM payments ORDER BY id";
         match self {
             Payments::Memory(list) => Ok(list.lock().unwrap_or_else(|p| p.into_inner()).clone()),
-            Payments::Sqlite(pool) => sqlx::query(SELECT)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|row| {
-                    Ok(Payment {
-                        id: row.try_get("id")?,
-                        amount: row.try_get("amount")?,
-                        currency: row.try_get("currency")?,
-                    })
-                })
-                .collect(),
-            Payments::Postgres(pool) => sqlx::query(SELECT)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|row| {
-                    Ok(Payment {
-                        id: row.try_get("id")?,
-                        amount: row.try_get("amount")?,
-                        currency: row.try_get("currency")?,
-                    })
-                })
-                .collect(),
+            Payments::Sqlite(pool) => select(pool).await,
+            Payments::Postgres(pool) => select(pool).await,
         }
     }
+}
+
+/// Inserts a payment into the `payments` table of either database; answers its id.
+async fn insert<'c, DB>(
+    db: impl Executor<'c, Database = DB>,
+    amount: i64,
+    currency: &str,
+) -> Result<i64, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    i64: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    (i64,): for<'r> FromRow<'r, DB::Row>,
+{
+    sqlx::query_scalar("INSERT INTO payments (amount, currency) VALUES ($1, $2) RETURNING id")
+        .bind(amount)
+        .bind(currency)
+        .fetch_one(db)
+        .await
+}
+
+/// Every row of the `payments` table of either database, in order.
+async fn select<'c, DB>(db: impl Executor<'c, Database = DB>) -> Result<Vec<Payment>, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    Payment: for<'r> FromRow<'r, DB::Row>,
+{
+    sqlx::query_as("SELECT id, amount, currency FROM payments ORDER BY id")
+        .fetch_all(db)
+        .await
 }

@@ -1,4 +1,4 @@
-//! The service's settings, from the environment (SPEC section 7).
+//! The service's settings, from the environment (`docs/contract.md`, "7. The example server").
 
 use std::net::SocketAddr;
 use std::time::Duration;

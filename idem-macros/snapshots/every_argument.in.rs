@@ -1,12 +1,12 @@
 #[idempotent(
-    store = "crate::STORE",
+    store = crate::STORE,
     retries = 3,
     backoff = "50ms..1s",
     ttl = "90m",
     lease = "1500ms",
     header = "X-Request-Key",
     optional = true,
-    scope = "tenant.0",
+    scope = tenant.0,
     crate = "crate::reexported::idem",
 )]
 #[axum::debug_handler]

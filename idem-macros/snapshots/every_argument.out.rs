@@ -1,25 +1,30 @@
-#[axum::debug_handler]
 async fn ping(
-    __idem_last: crate::reexported::idem::__private::Fingerprinted<
+    __idem_last: crate::reexported::idem::__private::FingerprintedAllHeaders<
         Extension<Tenant>,
-        true,
     >,
 ) -> crate::reexported::idem::__private::Response {
-    let (Extension(tenant), __idem_head) = __idem_last.into_parts();
-    let __idem_store = crate::reexported::idem::__private::store(&(crate::STORE));
-    let __idem_target = crate::reexported::idem::__private::target(
-        ::core::concat!(::core::module_path!(), "::ping"),
-        crate::reexported::idem::__private::scope(&(tenant.0)),
-    );
-    let __idem_body = crate::reexported::idem::__private::typed::<
-        _,
-        _,
-    >(async move {
+    #[axum::debug_handler]
+    async fn ping(
+        #[allow(unused_variables)]
+        Extension(tenant): Extension<Tenant>,
+    ) -> impl IntoResponse {
         if tenant.is_banned() {
             return StatusCode::FORBIDDEN.into_response();
         }
         "pong".into_response()
-    });
+    }
+    let (__idem_arg0, __idem_head) = __idem_last.into_parts();
+    let (__idem_store, __idem_target) = {
+        let Extension(tenant) = &__idem_arg0;
+        (
+            crate::reexported::idem::__private::store(&(crate::STORE)),
+            crate::reexported::idem::__private::target(
+                ::core::concat!(::core::module_path!(), "::ping"),
+                crate::reexported::idem::__private::scope(&(tenant.0)),
+            ),
+        )
+    };
+    let __idem_body = ping(__idem_arg0);
     const __IDEM_CONFIG: crate::reexported::idem::__private::Config = crate::reexported::idem::__private::Config::new()
         .retries(3)
         .backoff(

@@ -13,8 +13,8 @@ use crate::duration::{parse_backoff, parse_duration};
 const ARGUMENTS: [(&str, &str, &str); 10] = [
     (
         "store",
-        "a string holding a Rust expression",
-        "\"app.idem\"",
+        "a Rust expression, bare or in a string",
+        "app.idem",
     ),
     ("retries", "an integer from 1 to 20", "5"),
     (
@@ -28,10 +28,10 @@ const ARGUMENTS: [(&str, &str, &str); 10] = [
     ("optional", "a bool", "true"),
     (
         "scope",
-        "a string holding a Rust expression",
-        "\"user.tenant_id\"",
+        "a Rust expression, bare or in a string",
+        "user.tenant_id",
     ),
-    ("key", "a string holding a Rust expression", "\"job.id\""),
+    ("key", "a Rust expression, bare or in a string", "job.id"),
     ("crate", "a string path", "\"::idem_runtime\""),
 ];
 
@@ -119,20 +119,32 @@ impl Args {
         value: &Expr,
         wrong_type: impl Fn() -> Error,
     ) -> syn::Result<()> {
+        let text = name.to_string();
+        // Expressions are real Rust (`store = app.idem`), so that an IDE can follow them; a
+        // string holding one (`store = "app.idem"`) is the older form, still accepted.
+        match text.as_str() {
+            "store" => {
+                self.store = Some(expression(&text, value)?);
+                return Ok(());
+            }
+            "scope" => {
+                self.scope = Some(expression(&text, value)?);
+                return Ok(());
+            }
+            "key" => {
+                self.key = Some(Spanned {
+                    value: expression(&text, value)?,
+                    span: name.span(),
+                });
+                return Ok(());
+            }
+            _ => {}
+        }
         let lit = match value {
             Expr::Lit(ExprLit { lit, .. }) => lit,
             _ => return Err(wrong_type()),
         };
-        let text = name.to_string();
         match (text.as_str(), lit) {
-            ("store", Lit::Str(s)) => self.store = Some(expression(&text, s)?),
-            ("scope", Lit::Str(s)) => self.scope = Some(expression(&text, s)?),
-            ("key", Lit::Str(s)) => {
-                self.key = Some(Spanned {
-                    value: expression(&text, s)?,
-                    span: name.span(),
-                })
-            }
             ("retries", Lit::Int(n)) => {
                 let retries = n
                     .base10_parse::<u32>()
@@ -191,9 +203,9 @@ impl Args {
         if self.store.is_none() {
             errors.push(Error::new(
                 Span::call_site(),
-                "missing `store = \"...\"`: a Rust expression yielding the idempotency store, \
-                 like \"app.idem\" (a name bound by a parameter), \"crate::STORE\" or \
-                 \"stores::payments()\"",
+                "missing `store = ...`: a Rust expression yielding the idempotency store, \
+                 like `store = app.idem` (a name bound by a parameter), `store = crate::STORE` \
+                 or `store = stores::payments()`",
             ));
         }
         if self.key.is_some() {
@@ -259,16 +271,25 @@ fn names() -> String {
     names.join(", ")
 }
 
-fn expression(name: &str, s: &LitStr) -> syn::Result<Expr> {
+/// The expression `value` is, or, when it is a string literal, the one the string holds
+/// (parsed at the literal's span, so that errors in it point there).
+fn expression(name: &str, value: &Expr) -> syn::Result<Expr> {
+    let Expr::Lit(ExprLit {
+        lit: Lit::Str(s), ..
+    }) = value
+    else {
+        return Ok(value.clone());
+    };
     s.parse::<Expr>().map_err(|e| {
+        let example = ARGUMENTS
+            .iter()
+            .find(|(n, ..)| *n == name)
+            .map_or("app.idem", |(.., example)| example);
         Error::new(
             s.span(),
             format!(
-                "`{name}` must hold a Rust expression, like {}; {:?} is not one: {e}",
-                ARGUMENTS
-                    .iter()
-                    .find(|(n, ..)| *n == name)
-                    .map_or("\"app.idem\"", |(.., example)| example),
+                "`{name}` must hold a Rust expression, like `{name} = {example}` or \
+                 `{name} = \"{example}\"`; {:?} is not one: {e}",
                 s.value()
             ),
         )

@@ -1,5 +1,13 @@
 //! Durations and backoff ranges written in the attribute (`"30s"`, `"100ms..2s"`), checked at
-//! compile time. The grammar is the runtime's `parse_duration`: a whole number and one unit.
+//! compile time, by the same grammar as the runtime's `parse_duration` and `Backoff::parse`:
+//!
+//! - a duration is a whole number (ASCII digits, no sign, no separators) followed at once by
+//!   one unit, `ms`, `s`, `m`, `h` or `d`, and is at most `u64::MAX` milliseconds;
+//! - a backoff range is two durations joined by `..`, the second not below the first;
+//! - ASCII whitespace around the whole value, and around `..`, is ignored: `"100ms .. 2s"` is
+//!   a range, `"10 s"` is not a duration.
+//!
+//! `duration_cases.rs` holds the table of accepted and refused inputs that both parsers pass.
 
 use std::fmt;
 use std::time::Duration;
@@ -16,16 +24,17 @@ impl fmt::Display for DurationError {
 
 /// Parses `"250ms"`, `"30s"`, `"90m"`, `"24h"` or `"7d"`.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    let split = text
+    let value = text.trim_ascii();
+    let split = value
         .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
     let expected = || {
         DurationError(format!(
             "expected a whole number and a unit (ms, s, m, h or d), like \"30s\" or \"24h\"; got {text:?}"
         ))
     };
-    let n: u64 = number.parse().map_err(|_| expected())?;
+    let too_large = || DurationError(format!("the duration {text:?} is too large"));
     let millis_per = match unit {
         "ms" => 1,
         "s" => 1_000,
@@ -34,9 +43,14 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         "d" => 86_400_000,
         _ => return Err(expected()),
     };
+    // Only digits are left, so a number that does not parse is either empty or too large.
+    if number.is_empty() {
+        return Err(expected());
+    }
+    let n: u64 = number.parse().map_err(|_| too_large())?;
     n.checked_mul(millis_per)
         .map(Duration::from_millis)
-        .ok_or_else(|| DurationError(format!("the duration {text:?} is too large")))
+        .ok_or_else(too_large)
 }
 
 /// Parses `"100ms..2s"` into its first and largest delay.
@@ -59,54 +73,55 @@ pub(crate) fn parse_backoff(text: &str) -> Result<(Duration, Duration), Duration
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_every_unit() {
-        let cases = [
-            ("250ms", 250),
-            ("30s", 30_000),
-            ("90m", 5_400_000),
-            ("24h", 86_400_000),
-            ("7d", 604_800_000),
-            ("0s", 0),
-        ];
-        for (text, millis) in cases {
-            assert_eq!(parse_duration(text), Ok(Duration::from_millis(millis)));
-        }
-    }
+    include!("duration_cases.rs");
 
     #[test]
-    fn refuses_anything_else() {
-        for bad in [
-            "", "s", "10", "10 s", " 10s", "-1s", "1.5s", "3w", "10S", "1h30m",
-        ] {
-            let error = parse_duration(bad).unwrap_err();
-            assert!(
-                error.to_string().contains("expected a whole number"),
-                "{bad:?}"
+    fn accepts_every_duration_of_the_table() {
+        for &(text, millis) in DURATIONS {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(millis)),
+                "{text:?}"
             );
         }
-        let huge = parse_duration("99999999999999999d").unwrap_err();
-        assert!(huge.to_string().contains("too large"));
     }
 
     #[test]
-    fn parses_backoff_ranges() {
-        assert_eq!(
-            parse_backoff("100ms..2s"),
-            Ok((Duration::from_millis(100), Duration::from_secs(2)))
-        );
-        assert_eq!(
-            parse_backoff("1s..1s"),
-            Ok((Duration::from_secs(1), Duration::from_secs(1)))
-        );
-        assert!(parse_backoff("2s").is_err());
-        assert!(
-            parse_backoff("2s..1s")
-                .unwrap_err()
-                .to_string()
-                .contains("below its start")
-        );
-        assert!(parse_backoff("1s...2s").is_err());
-        assert!(parse_backoff("1s..soon").is_err());
+    fn refuses_every_refused_duration_of_the_table() {
+        for &text in DURATIONS_REJECTED {
+            assert!(parse_duration(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn accepts_every_backoff_of_the_table() {
+        for &(text, first, cap) in BACKOFFS {
+            let expected = (Duration::from_millis(first), Duration::from_millis(cap));
+            assert_eq!(parse_backoff(text), Ok(expected), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_every_refused_backoff_of_the_table() {
+        for &text in BACKOFFS_REJECTED {
+            assert!(parse_backoff(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn messages_say_what_was_expected() {
+        let expected = "expected a whole number and a unit";
+        for text in ["", "10", "10 s", "1.5s", "3w"] {
+            let error = parse_duration(text).map(|_| ()).unwrap_err();
+            assert!(error.to_string().contains(expected), "{text:?}: {error}");
+        }
+        for text in ["18446744073709551616ms", "99999999999999999d"] {
+            let error = parse_duration(text).map(|_| ()).unwrap_err();
+            assert!(error.to_string().contains("too large"), "{text:?}: {error}");
+        }
+        let backwards = parse_backoff("2s..1s").map(|_| ()).unwrap_err();
+        assert!(backwards.to_string().contains("below its start"));
+        let single = parse_backoff("2s").map(|_| ()).unwrap_err();
+        assert!(single.to_string().contains("a range of two durations"));
     }
 }

@@ -1,17 +1,36 @@
-//! Step 3: the generated handler. It keeps the user's leading parameters, wraps the last one
-//! in `Fingerprinted` (which buffers and fingerprints the request), evaluates the store and
-//! the scope, and hands the body, as a future, to the runtime's `run`.
+//! Step 3: the generated handler. The user's function stays whole, as an inner function with
+//! its own signature and attributes (so that `#[tracing::instrument(skip(...))]` and
+//! `#[axum::debug_handler]` see it as written); the outer handler of the same name takes the
+//! leading parameters as they are and the last one wrapped in `Fingerprinted` (which buffers
+//! and fingerprints the request), evaluates the store and the scope, and hands the inner
+//! function's future to the runtime's `run`.
 
 use std::time::Duration;
 
 use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
-use quote::{quote, quote_spanned};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned as _;
-use syn::{Ident, parse_quote};
+use syn::visit_mut::{self, VisitMut};
+use syn::{Attribute, FieldPat, Ident, ItemFn, Pat, PatIdent, PatType, parse_quote};
 
 use crate::args::Args;
-use crate::handler::Handler;
+use crate::handler::{Handler, mentions};
+
+/// Attributes that describe the handler the router sees, so they stay on the outer function:
+/// docs, `cfg`, lint levels (which reach the inner function, nested in it), and the two that
+/// would otherwise fire at the call of the inner function.
+const OUTER_ATTRIBUTES: [&str; 9] = [
+    "doc",
+    "cfg",
+    "allow",
+    "warn",
+    "deny",
+    "forbid",
+    "expect",
+    "deprecated",
+    "must_use",
+];
 
 /// The generated function.
 pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
@@ -28,7 +47,7 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
         local("__idem_target"),
         local("__IDEM_CONFIG"),
     );
-    // Errors about the body's output (not a response) point at the return type.
+    // Errors about the body's output (not a response, not `Send`) point at the return type.
     let body = Ident::new(
         "__idem_body",
         Span::mixed_site().located_at(handler.output_span),
@@ -38,20 +57,74 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
         attrs,
         vis,
         ident,
+        mut sig,
         leading,
         last: last_param,
-        output,
         block,
         ..
     } = handler;
-    let (last_attrs, last_pat, last_ty) = match last_param {
-        Some(param) => {
-            let ty = param.ty;
-            let pat = param.pat;
-            (param.attrs, quote!(#pat), quote!(#ty))
-        }
-        None => (Vec::new(), quote!(_), quote!(())),
+    let (outer_attrs, inner_attrs): (Vec<Attribute>, Vec<Attribute>) =
+        attrs.into_iter().partition(|attr| {
+            OUTER_ATTRIBUTES
+                .iter()
+                .any(|name| attr.path().is_ident(name))
+        });
+
+    // The store and scope expressions, whose names come from the parameters' patterns.
+    let store_expr = args.store.as_ref().map(ToTokens::to_token_stream);
+    let scope_expr = args.scope.as_ref().map(ToTokens::to_token_stream);
+    let used = |name: &Ident| {
+        let name = name.unraw().to_string();
+        [&store_expr, &scope_expr]
+            .into_iter()
+            .flatten()
+            .any(|tokens| mentions(tokens.clone(), &name))
     };
+
+    // Each parameter under a generated name, and, for the patterns that bind a name the
+    // expressions use, a binding by reference to evaluate them.
+    let params: Vec<&PatType> = leading.iter().chain(&last_param).collect();
+    let names: Vec<Ident> = (0..params.len())
+        .map(|n| format_ident!("__idem_arg{}", n, span = Span::mixed_site()))
+        .collect();
+    let mut bindings = Vec::new();
+    for (param, name) in params.iter().zip(&names) {
+        let mut pat = (*param.pat).clone();
+        let mut by_ref = BindByRef {
+            used: &used,
+            binds: false,
+        };
+        by_ref.visit_pat_mut(&mut pat);
+        if by_ref.binds {
+            bindings.push(quote!(let #pat = &#name;));
+        }
+    }
+    // A parameter used only by `store` or `scope` is unused in the function itself.
+    for input in &mut sig.inputs {
+        if let syn::FnArg::Typed(param) = input {
+            let mut finder = BindByRef {
+                used: &used,
+                binds: false,
+            };
+            finder.visit_pat_mut(&mut (*param.pat).clone());
+            if finder.binds {
+                param.attrs.push(parse_quote!(#[allow(unused_variables)]));
+            }
+        }
+    }
+
+    let leading_inputs = leading.iter().zip(&names).map(|(param, name)| {
+        let ty = &param.ty;
+        quote!(#name: #ty)
+    });
+    let (last_name, last_ty) = match &last_param {
+        Some(param) => (names.last().map(ToTokens::to_token_stream), {
+            let ty = &param.ty;
+            quote!(#ty)
+        }),
+        None => (None, quote!(())),
+    };
+    let unpacked = last_name.clone().unwrap_or_else(|| quote!(()));
     // Spanned at the user's type, so that extractor errors point at the parameter.
     let at_type = last_ty.span();
     let private_at_type = respan(private.clone(), at_type);
@@ -61,11 +134,11 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
         .as_ref()
         .is_some_and(|h| !h.value().eq_ignore_ascii_case("Idempotency-Key"));
     let fingerprinted = if custom_header {
-        quote_spanned!(at_type=> #private_at_type::Fingerprinted<#last_ty, true>)
+        quote_spanned!(at_type=> #private_at_type::FingerprintedAllHeaders<#last_ty>)
     } else {
         quote_spanned!(at_type=> #private_at_type::Fingerprinted<#last_ty>)
     };
-    // Spanned at the strings, so that type errors in them point there.
+    // Spanned at the expressions, so that type errors in them point there.
     let store_value = match &args.store {
         Some(expr) => quote_spanned!(expr.span()=> #private::store(&(#expr))),
         // `Args::check` has made sure a store is given.
@@ -77,23 +150,87 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
     };
     let name = Literal::string(&format!("::{}", ident.unraw()));
     let config_value = config_builder(args, &private);
+    let inner = ItemFn {
+        attrs: inner_attrs,
+        vis: syn::Visibility::Inherited,
+        modifiers: syn::FnModifiers::default(),
+        sig,
+        block,
+    };
+    let call_args = names.iter();
+    let target_value = quote! {
+        #private::target(::core::concat!(::core::module_path!(), #name), #scope_value)
+    };
+    // The bindings borrow the arguments: a block ends the borrows before the inner function
+    // takes the arguments, and keeps the references out of the handler's future.
+    let evaluate = if bindings.is_empty() {
+        quote! {
+            let #store = #store_value;
+            let #target = #target_value;
+        }
+    } else {
+        quote! {
+            let (#store, #target) = {
+                #(#bindings)*
+                (#store_value, #target_value)
+            };
+        }
+    };
 
     quote! {
-        #(#attrs)*
+        #(#outer_attrs)*
         #vis async fn #ident(
-            #(#leading,)*
-            #(#last_attrs)* #last: #fingerprinted,
+            #(#leading_inputs,)*
+            #last: #fingerprinted,
         ) -> #private::Response {
-            let (#last_pat, #head) = #last.into_parts();
-            let #store = #store_value;
-            let #target = #private::target(
-                ::core::concat!(::core::module_path!(), #name),
-                #scope_value,
-            );
-            let #body = #private::typed::<#output, _>(async move #block);
+            #inner
+            let (#unpacked, #head) = #last.into_parts();
+            #evaluate
+            let #body = #ident(#(#call_args),*);
             const #config: #private::Config = #config_value;
             #private::run(#store, &#config, #target, #head, #body).await
         }
+    }
+}
+
+/// Rewrites a parameter's pattern to bind, by reference, only the names `used` asks for: the
+/// others become `_` (no unused bindings), and `mut`/`ref` go (the value is behind `&`, where
+/// Rust 2024 refuses binding modifiers). Notes whether any name is left.
+struct BindByRef<'a, F: Fn(&Ident) -> bool> {
+    used: &'a F,
+    binds: bool,
+}
+
+impl<F: Fn(&Ident) -> bool> VisitMut for BindByRef<'_, F> {
+    fn visit_pat_mut(&mut self, pat: &mut Pat) {
+        if let Pat::Ident(PatIdent { ident, subpat, .. }) = pat {
+            if (self.used)(ident) {
+                self.binds = true;
+            } else {
+                *pat = match subpat.take() {
+                    Some((_, inner)) => *inner,
+                    None => parse_quote!(_),
+                };
+                return self.visit_pat_mut(pat);
+            }
+        }
+        visit_mut::visit_pat_mut(self, pat);
+    }
+
+    fn visit_pat_ident_mut(&mut self, pat: &mut PatIdent) {
+        pat.by_ref = None;
+        pat.mutability = None;
+        visit_mut::visit_pat_ident_mut(self, pat);
+    }
+
+    // A shorthand field whose name is not used is written out, `Order { id: _, .. }`; one
+    // that is used stays shorthand (`id: id` would trip `non_shorthand_field_patterns`).
+    fn visit_field_pat_mut(&mut self, field: &mut FieldPat) {
+        let unused = matches!(&*field.pat, Pat::Ident(pat) if !(self.used)(&pat.ident));
+        if field.colon_token.is_none() && unused {
+            field.colon_token = Some(Default::default());
+        }
+        visit_mut::visit_field_pat_mut(self, field);
     }
 }
 
@@ -151,5 +288,33 @@ fn duration(d: Duration) -> TokenStream {
     } else {
         let millis = Literal::u128_unsuffixed(millis);
         quote!(::core::time::Duration::from_millis(#millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_are_bound_by_reference_to_the_names_the_expressions_use() {
+        let item: ItemFn = parse_quote! {
+            async fn f(
+                Extension(mut tenant): Extension<Tenant>,
+                Json(Order { ref sku, quantity, .. }): Json<Order>,
+                State(unused): State<AppState>,
+            ) {}
+        };
+        let handler = Handler::check(item, crate::handler::Mode::Http).expect("a handler");
+        let args: Args = parse_quote!(store = STORE, scope = format!("{}-{sku}", tenant.0));
+        let text = emit(&args, handler).to_string();
+        assert!(
+            text.contains("let Extension (tenant) = & __idem_arg0 ;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("let Json (Order { sku , quantity : _ , .. }) = & __idem_arg1 ;"),
+            "{text}"
+        );
+        assert!(!text.contains("= & __idem_arg2"), "nothing to bind: {text}");
     }
 }

@@ -1,4 +1,4 @@
-//! Step 3, plain-function mode (`key = "..."`): the function keeps its signature; its body
+//! Step 3, plain-function mode (`key = ...`): the function keeps its signature; its body
 //! computes the key, the store, the scope and the arguments' fingerprint, then hands the
 //! original body, as a future, to the runtime's `call`.
 

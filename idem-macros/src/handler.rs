@@ -7,7 +7,7 @@ use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
 use syn::{
     Attribute, Block, Error, Expr, FnArg, Ident, Item, ItemFn, Meta, Pat, PatIdent, PatType,
-    Receiver, ReturnType, Safety, Type, Visibility, parse_quote,
+    Receiver, ReturnType, Safety, Signature, Type, Visibility, parse_quote,
 };
 
 use crate::args::Errors;
@@ -17,18 +17,27 @@ use crate::args::Errors;
 pub(crate) enum Mode {
     /// An axum handler: the key comes from a header; no `self`, no `#[idem(skip)]`.
     Http,
-    /// Plain-function mode (`key = "..."`): methods and `#[idem(skip)]` are fine.
+    /// Plain-function mode (`key = ...`): methods and `#[idem(skip)]` are fine.
     Call,
 }
 
 impl Mode {
     /// The mode the attribute's arguments ask for: plain-function mode when one of them is
-    /// named `key`. Read from the tokens, so that it is known even when an argument is wrong.
+    /// named `key`. Read from the tokens, so that it is known even when an argument is wrong;
+    /// only `key =` first or after a comma counts, since a bare expression may name `key`.
     pub(crate) fn written(args: &TokenStream) -> Mode {
-        let names_key = args
-            .clone()
-            .into_iter()
-            .any(|tree| matches!(tree, proc_macro2::TokenTree::Ident(ident) if ident == "key"));
+        use proc_macro2::TokenTree;
+        let tokens: Vec<TokenTree> = args.clone().into_iter().collect();
+        let names_key = tokens.iter().enumerate().any(|(at, tree)| {
+            let named = matches!(tree, TokenTree::Ident(ident) if ident == "key");
+            let starts = at == 0
+                || matches!(&tokens[at - 1], TokenTree::Punct(p) if p.as_char() == ',');
+            let assigned = matches!(
+                tokens.get(at + 1),
+                Some(TokenTree::Punct(p)) if p.as_char() == '=' && p.spacing() == proc_macro2::Spacing::Alone
+            );
+            named && starts && assigned
+        });
         if names_key { Mode::Call } else { Mode::Http }
     }
 }
@@ -45,6 +54,9 @@ pub(crate) struct Handler {
     pub receiver: Option<Receiver>,
     /// Which parameters (of `leading`, then `last`) carry `#[idem(skip)]`, which is removed.
     pub skipped: Vec<bool>,
+    /// The signature as written, minus `#[idem(skip)]` (the HTTP expansion keeps the
+    /// function whole, as an inner function).
+    pub sig: Signature,
     /// The return type as written.
     pub ret: ReturnType,
     /// Every parameter but the last: kept as written, so their names stay in scope.
@@ -116,7 +128,7 @@ impl Handler {
                     this,
                     "`#[idempotent]` does not support `self` receivers on an axum handler: a \
                      handler is a free function; take what you need as an extractor, such as \
-                     `State` (methods are fine in plain-function mode, with `key = \"...\"`)",
+                     `State` (methods are fine in plain-function mode, with `key = ...`)",
                 )),
                 FnArg::Receiver(this) => receiver = Some(this.clone()),
                 FnArg::Typed(param) => {
@@ -132,7 +144,7 @@ impl Handler {
                         Ok(Some(attr)) if mode == Mode::Http => errors.push(Error::new_spanned(
                             attr,
                             "`#[idem(skip)]` keeps a parameter out of the fingerprint in \
-                             plain-function mode (`key = \"...\"`); an axum handler's \
+                             plain-function mode (`key = ...`); an axum handler's \
                              fingerprint is the request",
                         )),
                         Ok(found) => skipped.push(found.is_some()),
@@ -144,6 +156,18 @@ impl Handler {
         }
         errors.finish()?;
 
+        let mut sig = item.sig.clone();
+        for (input, param) in sig
+            .inputs
+            .iter_mut()
+            .filter_map(|input| match input {
+                FnArg::Typed(typed) => Some(typed),
+                FnArg::Receiver(_) => None,
+            })
+            .zip(&params)
+        {
+            input.attrs.clone_from(&param.attrs);
+        }
         let last = params.pop();
         let (mut output, output_span) = match &item.sig.output {
             ReturnType::Default => (parse_quote!(()), item.sig.ident.span()),
@@ -156,6 +180,7 @@ impl Handler {
             ident: item.sig.ident,
             receiver,
             skipped,
+            sig,
             ret: item.sig.output,
             leading: params,
             last,
@@ -234,7 +259,7 @@ fn take_skip(attrs: &mut Vec<Attribute>) -> syn::Result<Option<Attribute>> {
 
 /// Whether `name` appears in `tokens`, as an identifier or as an inline format argument
 /// (`"{name}"`, `"{name:?}"`) inside a macro call.
-fn mentions(tokens: TokenStream, name: &str) -> bool {
+pub(crate) fn mentions(tokens: TokenStream, name: &str) -> bool {
     tokens.into_iter().any(|tree| match tree {
         proc_macro2::TokenTree::Ident(ident) => ident == name,
         proc_macro2::TokenTree::Group(group) => mentions(group.stream(), name),

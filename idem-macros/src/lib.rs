@@ -14,17 +14,19 @@
 #![doc = include_str!("../snapshots/create_payment.in.rs")]
 //! ```
 //!
-//! becomes the function below. Its leading parameters stay as written, so the names their
-//! patterns bind are in scope for `store` and `scope`; the last parameter is wrapped in
-//! `Fingerprinted`, which buffers the body, fingerprints the request and hands the body on
-//! to the original extractor; the body becomes a future that the runtime runs at most once
-//! per key. (The snapshot test in `src/snapshot.rs` keeps this text current.)
+//! becomes the function below. The function as written stays whole, as an inner function
+//! with its own signature, body and attributes; the handler around it, of the same name,
+//! takes the leading parameters under generated names and the last one wrapped in
+//! `Fingerprinted`, which buffers the body, fingerprints the request and hands the body on to
+//! the original extractor. The parameters' patterns are bound by reference only to evaluate
+//! `store` and `scope`; then the inner function's future goes to the runtime, which runs it at
+//! most once per key. (The snapshot test in `src/snapshot.rs` keeps this text current.)
 //!
 //! ```ignore
 #![doc = include_str!("../snapshots/create_payment.out.rs")]
 //! ```
 //!
-//! Because the parameter list changes, a test cannot call the handler directly with its
+//! The generated handler's last parameter is the wrapper, so a test cannot call it with the
 //! original arguments: drive it through a `Router` instead (`tower::ServiceExt::oneshot`).
 
 #![forbid(unsafe_code)]
@@ -48,7 +50,7 @@ use crate::handler::{Handler, Mode};
 /// ```ignore
 /// use idem_runtime::idempotent;
 ///
-/// #[idempotent(store = "app.idem", retries = 5)]
+/// #[idempotent(store = app.idem, retries = 5)]
 /// async fn create_payment(State(app): State<AppState>, Json(req): Json<NewPayment>)
 ///     -> Result<(StatusCode, Json<Payment>), ApiError> { /* ... */ }
 ///
@@ -59,29 +61,39 @@ use crate::handler::{Handler, Mode};
 ///
 /// | argument | value | default |
 /// |---|---|---|
-/// | `store` | a string holding an expression that yields the store (`&Store`, `Store`, `Arc<Store>`, a static); names bound by the handler's parameter patterns are in scope: `"app.idem"`, `"crate::STORE"`, `"stores::payments()"` | required |
+/// | `store` | a Rust expression that yields the store (`&Store`, `Store`, `Arc<Store>`, a static); names bound by the handler's parameter patterns are in scope, by reference: `app.idem`, `crate::STORE`, `stores::payments()` | required |
 /// | `retries` | attempts to store the response, 1 to 20 | `5` |
 /// | `backoff` | first and largest delay between attempts, `"100ms..2s"` | `"100ms..2s"` |
 /// | `ttl` | how long a completed response is replayed: `"24h"`, `"90m"` (units `ms`, `s`, `m`, `h`, `d`) | `"24h"` |
 /// | `lease` | how long an in-progress claim blocks duplicates; at most `ttl` | `"30s"` |
 /// | `header` | the request header carrying the key | `"Idempotency-Key"` |
 /// | `optional` | when `true`, a request without the header runs with no idempotency | `false` |
-/// | `scope` | a string holding an expression (anything `Display`) that namespaces keys, like `"user.tenant_id"` | none |
-/// | `key` | plain-function mode: a string holding an expression over the arguments that yields the key (anything `Display`), like `"msg.id"` | none |
+/// | `scope` | a Rust expression (anything `Display`) that namespaces keys, like `user.tenant_id` | none |
+/// | `key` | plain-function mode: a Rust expression over the arguments that yields the key (anything `Display`), like `msg.id` | none |
 /// | `crate` | the path to the runtime, for re-exports | `"::idem_runtime"` |
 ///
-/// The function keeps its name, visibility, docs and other attributes; put
-/// `#[axum::debug_handler]` *below* `#[idempotent]` so it checks the generated function. It
-/// must be a non-generic `async fn` without `self`. Its last parameter is wrapped, so call it
-/// through a router, not directly. Wrong arguments are compile errors at the offending token.
+/// `store`, `scope` and `key` are written as bare Rust (`store = app.idem`), which an IDE can
+/// follow, or as a string holding the same expression (`store = "app.idem"`), the older
+/// form: a string literal is always read as the expression it holds.
+///
+/// Durations are a whole number and one unit, with no space between them; ASCII whitespace
+/// around the value and around a range's `..` is ignored (`"100ms .. 2s"`), as at run time.
+///
+/// The function keeps its name, visibility, docs, `cfg` and lint attributes on the generated
+/// handler. Its other attributes stay on the function as written, nested inside the handler,
+/// so `#[tracing::instrument(skip(...), fields(...), err)]` and `#[axum::debug_handler]` may
+/// go above or below `#[idempotent]`: either way they see the function as written. It must be a
+/// non-generic `async fn` without `self`, and its body cannot name `Self`: it is no longer
+/// inside the `impl`. The generated handler's last parameter is wrapped, so call it through a
+/// router, not directly. Wrong arguments are compile errors at the offending token.
 ///
 /// ## Plain-function mode
 ///
-/// With `key = "..."`, any `async fn` (or method, `&self` included) returning `Result<T, E>`
+/// With `key = ...`, any `async fn` (or method, `&self` included) returning `Result<T, E>`
 /// becomes idempotent, its signature unchanged: a queue consumer, a job, an outbound call.
 ///
 /// ```ignore
-/// #[idempotent(store = "self.idem", key = "format!(\"order-{}\", msg.order_id)")]
+/// #[idempotent(store = self.idem, key = format!("order-{}", msg.order_id))]
 /// async fn handle(&self, msg: OrderPlaced) -> Result<Receipt, ConsumerError> { /* ... */ }
 /// ```
 ///
@@ -90,7 +102,9 @@ use crate::handler::{Handler, Mode};
 /// marked `#[idem(skip)]` left out); `T: Serialize + DeserializeOwned` is stored and replayed
 /// without running the body; an `Err` (or a panic) releases the claim; invalid keys,
 /// conflicts, mismatches and store failures come back through `E: From<idem_runtime::Error>`.
-/// `header` and `optional` do not apply. The record's handler is
+/// `header` and `optional` do not apply. Other attributes stay on the function: below
+/// `#[idempotent]`, a `#[tracing::instrument]` span also covers replays, and sees a
+/// destructured parameter under a generated name; above, it covers only a run of the body. The record's handler is
 /// `module::function`, or `Type::method` for a method (its `Self`, by `type_name`).
 #[proc_macro_attribute]
 pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {

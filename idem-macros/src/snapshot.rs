@@ -99,10 +99,7 @@ fn argument_errors_name_what_was_expected() {
             "store = \"s\", store = \"t\"",
             "`store` is given more than once",
         ),
-        (
-            "store = s",
-            "`store` takes a string holding a Rust expression",
-        ),
+        ("store = \"s\", ttl = 30", "`ttl` takes a string duration"),
         (
             "store = \"s\", retries = 21",
             "`retries` must be from 1 to 20",

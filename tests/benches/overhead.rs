@@ -1,4 +1,4 @@
-//! What `#[idempotent]` costs in process (issue 7, part 1): a trivial axum handler called
+//! What `#[idempotent]` costs in process: a trivial axum handler called
 //! through a `Router` with `tower::ServiceExt::oneshot`, bare and under the attribute on the
 //! memory store, for first calls (a new key each time) and replays, at 100 B, 1 KiB and
 //! 64 KiB request bodies; and the memory store's claim at 1 thousand and 1 million records.
@@ -12,11 +12,9 @@
 //! `cargo bench -p idem-tests --bench overhead` runs it and ends with a table of medians and
 //! ratios, all from this one run. Timings never fail anything.
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -28,8 +26,8 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion};
 use http_body_util::BodyExt;
 use idem_runtime::{
-    Claim, Fingerprint, IdempotencyKey, IdempotencyStore, MemoryStore, OwnerToken, RecordId, Store,
-    StoredResponse, idempotent,
+    Claim, Fingerprint, IdempotencyKey, IdempotencyStore, MemoryStore, OwnerToken, Ownership,
+    Payload, RecordId, Reply, Store, StoreResult, idempotent,
 };
 use serde::Serialize;
 use tower::ServiceExt;
@@ -157,11 +155,11 @@ fn oneshot(c: &mut Criterion) {
     group.finish();
 }
 
-/// Polls a future that is ready at once (the memory store's are).
-fn now<T>(future: impl Future<Output = T>) -> T {
-    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(value) => value,
-        Poll::Pending => panic!("the memory store answers at once"),
+/// A reply that is ready at once (the memory store's are).
+fn now<T>(reply: Reply<'_, T>) -> StoreResult<T> {
+    match reply {
+        Reply::Ready(result) => result,
+        Reply::Pending(_) => panic!("the memory store answers at once"),
     }
 }
 
@@ -177,21 +175,24 @@ fn claim_of(n: u64) -> Claim {
 }
 
 fn memory_store(c: &mut Criterion) {
-    let response = StoredResponse {
+    let response = Arc::new(Payload::Response {
         status: 201,
         headers: vec![(
             "content-type".into(),
             Bytes::from_static(b"application/json"),
         )],
         body: Bytes::from_static(b"{\"received\":1024}"),
-    };
+    });
     let mut group = c.benchmark_group("memory_store");
     for (name, records) in [("1k", 1_000u64), ("1M", 1_000_000)] {
         let store = MemoryStore::with_capacity(4_000_000);
         let existing: Vec<Claim> = (0..records).map(claim_of).collect();
         for claim in &existing {
             now(store.claim(claim)).expect("room");
-            assert!(now(store.complete(claim, &response)).expect("completes"));
+            assert_eq!(
+                now(store.complete(claim, &response)).expect("completes"),
+                Ownership::Held
+            );
         }
         // A new key: claimed, then released, so the store keeps its size.
         let fresh = AtomicU64::new(records);
@@ -200,7 +201,8 @@ fn memory_store(c: &mut Criterion) {
                 || claim_of(fresh.fetch_add(1, Ordering::Relaxed)),
                 |claim| {
                     now(store.claim(&claim)).expect("room");
-                    now(store.release(&claim)).expect("released");
+                    let released = now(store.release(&claim)).expect("released");
+                    assert_eq!(released, Ownership::Held);
                 },
                 criterion::BatchSize::SmallInput,
             )

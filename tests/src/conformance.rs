@@ -1,4 +1,4 @@
-//! One conformance suite for every [`IdempotencyStore`]: the records' contract
+//! One conformance suite for every [`IdempotencyStore`](idem_runtime::IdempotencyStore): the records' contract
 //! (docs/contract.md, "Records"), case by case. [`conformance_tests!`](crate::conformance_tests)
 //! turns it into `#[tokio::test]`s for a store constructor.
 //!
@@ -7,12 +7,13 @@
 //! store's clock must pass a lease or a TTL.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use idem_runtime::{
-    Acquired, Claim, ClaimOutcome, Fingerprint, IdempotencyKey, OwnerToken, Record, RecordId,
-    RecordState, Store, StoredResponse,
+    Acquired, Claim, ClaimOutcome, Fingerprint, IdempotencyKey, OwnerToken, Ownership, Payload,
+    Record, RecordId, RecordState, Store,
 };
 
 /// A lease or TTL that outlives any case.
@@ -91,15 +92,15 @@ pub fn claim(id: &RecordId, request: &str, lease: Duration, ttl: Duration) -> Cl
 }
 
 /// A small JSON response.
-pub fn response(status: u16, body: &'static [u8]) -> StoredResponse {
-    StoredResponse {
+pub fn response(status: u16, body: &'static [u8]) -> Arc<Payload> {
+    Arc::new(Payload::Response {
         status,
         headers: vec![(
             "content-type".to_owned(),
             Bytes::from_static(b"application/json"),
         )],
         body: Bytes::from_static(body),
-    }
+    })
 }
 
 async fn claim_ok(store: &Store, claim: &Claim) -> ClaimOutcome {
@@ -110,10 +111,10 @@ async fn claim_ok(store: &Store, claim: &Claim) -> ClaimOutcome {
         .expect("the store answers claims")
 }
 
-async fn complete_ok(store: &Store, claim: &Claim, response: &StoredResponse) {
-    let done = store.backend().complete(claim, response).await;
+async fn complete_ok(store: &Store, claim: &Claim, payload: &Arc<Payload>) {
+    let done = store.backend().complete(claim, payload).await;
     assert!(
-        matches!(done, Ok(true)),
+        matches!(done, Ok(Ownership::Held)),
         "the owner completes its claim: {done:?}"
     );
 }
@@ -188,7 +189,10 @@ pub async fn other_fingerprint_meets_the_standing_record_in_any_state(store: &St
     let id = fresh_id();
     let first = claim(&id, "a", LONG, LONG);
     claim_ok(store, &first).await;
-    assert!(matches!(store.backend().fail(&first).await, Ok(true)));
+    assert!(matches!(
+        store.backend().fail(&first).await,
+        Ok(Ownership::Held)
+    ));
     let met = existing(claim_ok(store, &claim(&id, "b", LONG, LONG)).await);
     assert_eq!(met.fingerprint, first.fingerprint);
     assert_eq!(met.state, RecordState::FailedStorage);
@@ -238,7 +242,7 @@ pub async fn abandoned_claim_is_taken_over_as_abandoned(store: &Store) {
         .backend()
         .complete(&first, &response(200, b"late"))
         .await;
-    assert!(matches!(late, Ok(false)), "{late:?}");
+    assert!(matches!(late, Ok(Ownership::Lost)), "{late:?}");
     let stored = response(201, b"second");
     complete_ok(store, &second, &stored).await;
     let read = get_ok(store, &id).await.map(|r| r.state);
@@ -250,7 +254,10 @@ pub async fn failed_storage_is_taken_over_as_failed_storage(store: &Store) {
     let id = fresh_id();
     let first = claim(&id, "a", LONG, LONG);
     claim_ok(store, &first).await;
-    assert!(matches!(store.backend().fail(&first).await, Ok(true)));
+    assert!(matches!(
+        store.backend().fail(&first).await,
+        Ok(Ownership::Held)
+    ));
     let read = get_ok(store, &id).await.map(|r| r.state);
     assert_eq!(read, Some(RecordState::FailedStorage));
 
@@ -261,7 +268,10 @@ pub async fn failed_storage_is_taken_over_as_failed_storage(store: &Store) {
     );
     let read = get_ok(store, &id).await.expect("taken over, not deleted");
     assert!(lease_remaining(&read) > SHORT);
-    assert!(matches!(store.backend().fail(&first).await, Ok(false)));
+    assert!(matches!(
+        store.backend().fail(&first).await,
+        Ok(Ownership::Lost)
+    ));
     complete_ok(store, &second, &response(200, b"ok")).await;
 }
 
@@ -286,7 +296,10 @@ pub async fn expired_record_is_new_even_for_another_request(store: &Store) {
         let read = get_ok(store, id).await.expect("the new claim is stored");
         assert_eq!(read.fingerprint, again.fingerprint);
         assert!(lease_remaining(&read) > SHORT);
-        assert!(matches!(store.backend().release(old).await, Ok(false)));
+        assert!(matches!(
+            store.backend().release(old).await,
+            Ok(Ownership::Lost)
+        ));
     }
 }
 
@@ -309,15 +322,21 @@ pub async fn stale_owner_cannot_complete_fail_release_or_renew(store: &Store) {
         let stored = response(200, b"intruder");
         assert!(matches!(
             backend.complete(intruder, &stored).await,
-            Ok(false)
+            Ok(Ownership::Lost)
         ));
-        assert!(matches!(backend.fail(intruder).await, Ok(false)));
-        assert!(matches!(backend.release(intruder).await, Ok(false)));
-        assert!(matches!(backend.renew(intruder).await, Ok(false)));
+        assert!(matches!(backend.fail(intruder).await, Ok(Ownership::Lost)));
+        assert!(matches!(
+            backend.release(intruder).await,
+            Ok(Ownership::Lost)
+        ));
+        assert!(matches!(backend.renew(intruder).await, Ok(Ownership::Lost)));
     }
     let read = get_ok(store, &id).await.expect("the owner's claim stands");
     assert!(lease_remaining(&read) > SHORT);
-    assert!(matches!(store.backend().renew(&owner).await, Ok(true)));
+    assert!(matches!(
+        store.backend().renew(&owner).await,
+        Ok(Ownership::Held)
+    ));
 }
 
 /// Renewing sets the lease to `claim.lease` from now, so a renewed claim is not abandoned;
@@ -330,7 +349,10 @@ pub async fn renew_extends_a_live_lease_only(store: &Store) {
         lease: LONG,
         ..first.clone()
     };
-    assert!(matches!(store.backend().renew(&longer).await, Ok(true)));
+    assert!(matches!(
+        store.backend().renew(&longer).await,
+        Ok(Ownership::Held)
+    ));
     tokio::time::sleep(PAST_SHORT).await;
 
     let met = existing(claim_ok(store, &claim(&id, "a", LONG, LONG)).await);
@@ -338,7 +360,10 @@ pub async fn renew_extends_a_live_lease_only(store: &Store) {
     assert!(lease > LONG - Duration::from_secs(10), "{lease:?}");
 
     complete_ok(store, &first, &response(200, b"ok")).await;
-    assert!(matches!(store.backend().renew(&first).await, Ok(false)));
+    assert!(matches!(
+        store.backend().renew(&first).await,
+        Ok(Ownership::Lost)
+    ));
 }
 
 /// Releasing deletes the record, so that the next claim is new.
@@ -346,9 +371,15 @@ pub async fn release_forgets_the_record(store: &Store) {
     let id = fresh_id();
     let first = claim(&id, "a", LONG, LONG);
     claim_ok(store, &first).await;
-    assert!(matches!(store.backend().release(&first).await, Ok(true)));
+    assert!(matches!(
+        store.backend().release(&first).await,
+        Ok(Ownership::Held)
+    ));
     assert_eq!(get_ok(store, &id).await, None);
-    assert!(matches!(store.backend().release(&first).await, Ok(false)));
+    assert!(matches!(
+        store.backend().release(&first).await,
+        Ok(Ownership::Lost)
+    ));
     assert_eq!(
         claim_ok(store, &claim(&id, "b", LONG, LONG)).await,
         ClaimOutcome::Acquired(Acquired::New)
@@ -473,13 +504,13 @@ pub async fn many_keys_in_parallel(store: &Store) {
                     matches!(acquired, Ok(ClaimOutcome::Acquired(Acquired::New))),
                     "{acquired:?}"
                 );
-                let stored = StoredResponse {
+                let stored = Arc::new(Payload::Response {
                     status: 200,
                     headers: Vec::new(),
                     body: Bytes::from(format!("response {n}")),
-                };
+                });
                 let done = store.backend().complete(&first, &stored).await;
-                assert!(matches!(done, Ok(true)), "{done:?}");
+                assert!(matches!(done, Ok(Ownership::Held)), "{done:?}");
                 (id, n, stored)
             })
         })
@@ -517,7 +548,7 @@ pub async fn scope_and_handler_isolate_records(store: &Store) {
     complete_ok(store, &claims[1], &stored).await;
     assert!(matches!(
         store.backend().release(&claims[2]).await,
-        Ok(true)
+        Ok(Ownership::Held)
     ));
 
     let mut read = Vec::new();
@@ -530,11 +561,12 @@ pub async fn scope_and_handler_isolate_records(store: &Store) {
     assert!(matches!(read[3], Some(RecordState::InProgress { .. })));
 }
 
-/// Status, headers (order, repeats, raw non-UTF-8 values) and body bytes come back exactly.
+/// Status, headers (order, repeats, raw non-UTF-8 values) and body bytes come back exactly,
+/// and a plain function's value comes back as a value.
 pub async fn headers_and_body_bytes_round_trip(store: &Store) {
     let body: Vec<u8> = (0..=255u8).chain([0, 0, 255]).collect();
-    let responses = [
-        StoredResponse {
+    let payloads = [
+        Payload::Response {
             status: 202,
             headers: vec![
                 (
@@ -549,14 +581,16 @@ pub async fn headers_and_body_bytes_round_trip(store: &Store) {
             ],
             body: Bytes::from(body),
         },
-        StoredResponse {
+        Payload::Response {
             status: 204,
             headers: Vec::new(),
             body: Bytes::new(),
         },
-        response(599, b"{\"unicode\":\"\xc3\xa9\xe2\x82\xac\"}"),
+        Payload::clone(&response(599, b"{\"unicode\":\"\xc3\xa9\xe2\x82\xac\"}")),
+        Payload::Value(Bytes::from_static(b"{\"id\":7,\"note\":\"caf\xc3\xa9\"}")),
+        Payload::Value(Bytes::new()),
     ];
-    for stored in responses {
+    for stored in payloads.map(Arc::new) {
         let id = fresh_id();
         let first = claim(&id, "a", LONG, LONG);
         claim_ok(store, &first).await;
@@ -564,4 +598,41 @@ pub async fn headers_and_body_bytes_round_trip(store: &Store) {
         let replay = existing(claim_ok(store, &claim(&id, "a", LONG, LONG)).await);
         assert_eq!(replay.state, RecordState::Completed(stored));
     }
+}
+
+/// Completed rows exactly as the previous release wrote them, with the payload each must read
+/// back as: `(response_status, response_headers, response_body, payload)`. That release
+/// stored a plain function's value as a JSON response, so both read back as responses.
+pub fn previous_release_rows() -> Vec<(i32, &'static str, &'static [u8], Payload)> {
+    vec![
+        (
+            201,
+            r#"[["content-type","application/json"],["x-raw",[99,97,102,233]]]"#,
+            b"{\"id\":1}",
+            Payload::Response {
+                status: 201,
+                headers: vec![
+                    (
+                        "content-type".into(),
+                        Bytes::from_static(b"application/json"),
+                    ),
+                    ("x-raw".into(), Bytes::from_static(b"caf\xe9")),
+                ],
+                body: Bytes::from_static(b"{\"id\":1}"),
+            },
+        ),
+        (
+            200,
+            r#"[["content-type","application/json"]]"#,
+            b"{\"total\":3}",
+            Payload::Response {
+                status: 200,
+                headers: vec![(
+                    "content-type".into(),
+                    Bytes::from_static(b"application/json"),
+                )],
+                body: Bytes::from_static(b"{\"total\":3}"),
+            },
+        ),
+    ]
 }

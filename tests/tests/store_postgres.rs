@@ -20,8 +20,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use idem_runtime::{Acquired, ClaimOutcome, IdempotencyStore, PostgresStore, RecordState, Store};
-use idem_tests::conformance::{LONG, PAST_SHORT, SHORT, claim, fingerprint, fresh_id, response};
+use idem_runtime::OwnerToken;
+use idem_runtime::{
+    Acquired, ClaimOutcome, IdempotencyStore, Ownership, PostgresStore, RecordState, Store,
+};
+use idem_tests::conformance::{
+    LONG, PAST_SHORT, SHORT, claim, fingerprint, fresh_id, previous_release_rows, response,
+};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -95,7 +100,10 @@ async fn a_first_call_costs_two_statements_and_a_replay_one() {
 
     let stored = response(201, b"{\"id\":1}");
     reset_statements(&mut admin).await;
-    assert!(matches!(store.complete(&first, &stored).await, Ok(true)));
+    assert!(matches!(
+        store.complete(&first, &stored).await,
+        Ok(Ownership::Held)
+    ));
     one_statement(&statements_since_reset(&mut admin).await, "UPDATE");
 
     reset_statements(&mut admin).await;
@@ -123,7 +131,7 @@ async fn a_first_call_costs_two_statements_and_a_replay_one() {
             "fail" => store.fail(&second).await,
             _ => store.release(&second).await,
         };
-        assert!(matches!(done, Ok(true)), "{step}: {done:?}");
+        assert!(matches!(done, Ok(Ownership::Held)), "{step}: {done:?}");
         one_statement(&statements_since_reset(&mut admin).await, starting);
     }
 }
@@ -280,7 +288,10 @@ async fn purge_deletes_in_bounded_batches_through_the_store_handle() {
     let kept = fresh_id();
     let long = claim(&kept, "a", LONG, LONG);
     store.backend().claim(&long).await.expect("claim");
-    assert!(matches!(store.backend().fail(&long).await, Ok(true)));
+    assert!(matches!(
+        store.backend().fail(&long).await,
+        Ok(Ownership::Held)
+    ));
     tokio::time::sleep(PAST_SHORT).await;
     assert!(matches!(store.purge_expired(3).await, Ok(7)));
     let read = store.get(&kept).await.ok().flatten().map(|r| r.state);
@@ -490,10 +501,8 @@ async fn a_store_of_its_own_makes_one_round_trip_per_step() {
     // Every statement once, so that each is prepared on the connection before counting.
     let warm = claim(&fresh_id(), "a", LONG, LONG);
     store.claim(&warm).await.expect("claim");
-    store
-        .complete(&warm, &response(201, b"{}"))
-        .await
-        .expect("complete");
+    let warmed = store.complete(&warm, &response(201, b"{}")).await;
+    assert!(matches!(warmed, Ok(Ownership::Held)), "{warmed:?}");
     store.claim(&warm).await.expect("replay");
     store.get(&fresh_id()).await.expect("get");
     let stored = response(201, b"{\"id\":1}");
@@ -505,7 +514,10 @@ async fn a_store_of_its_own_makes_one_round_trip_per_step() {
         store.claim(&first).await.ok(),
         Some(ClaimOutcome::Acquired(Acquired::New))
     );
-    assert!(matches!(store.complete(&first, &stored).await, Ok(true)));
+    assert!(matches!(
+        store.complete(&first, &stored).await,
+        Ok(Ownership::Held)
+    ));
     let replay = store.claim(&claim(&id, "a", LONG, LONG)).await;
     assert!(
         matches!(&replay, Ok(ClaimOutcome::Existing(r)) if r.state == RecordState::Completed(stored.clone())),
@@ -534,7 +546,10 @@ async fn an_interrupted_statement_leaves_no_answer_for_the_next() {
     let known = claim(&fresh_id(), "a", LONG, LONG);
     store.claim(&known).await.expect("claim");
     let stored = response(201, b"{\"id\":1}");
-    assert!(matches!(store.complete(&known, &stored).await, Ok(true)));
+    assert!(matches!(
+        store.complete(&known, &stored).await,
+        Ok(Ownership::Held)
+    ));
 
     // Another transaction has inserted the key and not committed, so a claim on it waits for
     // that transaction; the claim is dropped while it waits, with its answer still to come.
@@ -649,7 +664,10 @@ async fn a_claim_that_takes_nothing_writes_nothing() {
     let first = claim(&done, "a", LONG, LONG);
     store.claim(&first).await.expect("claim");
     let stored = response(201, b"{\"id\":1}");
-    assert!(matches!(store.complete(&first, &stored).await, Ok(true)));
+    assert!(matches!(
+        store.complete(&first, &stored).await,
+        Ok(Ownership::Held)
+    ));
     let live = fresh_id();
     store
         .claim(&claim(&live, "a", LONG, LONG))
@@ -678,4 +696,41 @@ async fn a_claim_that_takes_nothing_writes_nothing() {
     );
     assert_eq!(versions(done.key.as_str().to_owned()).await, done_before);
     assert_eq!(versions(live.key.as_str().to_owned()).await, live_before);
+}
+
+/// Rows the previous release wrote (an HTTP response; a plain function's value, stored as a
+/// JSON response) read back as the responses they were, byte for byte.
+#[tokio::test]
+async fn rows_written_by_the_previous_release_read_back_as_responses() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let store = PostgresStore::new(db.pool().await);
+    store.migrate().await.expect("migrations run");
+    for (status, headers, body, payload) in previous_release_rows() {
+        let id = fresh_id();
+        sqlx::query(
+            "INSERT INTO idempotency_keys (scope, handler, idempotency_key, request_fingerprint,
+                 response_status, response_headers, response_body, owner_token, acquired,
+                 locked_until, created_at, updated_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'new', now(), now(), now(),
+                 now() + interval '1 hour')",
+        )
+        .bind(&id.scope)
+        .bind(id.handler.as_ref())
+        .bind(id.key.as_str())
+        .bind(fingerprint("a").to_hex())
+        .bind(status)
+        .bind(headers)
+        .bind(body)
+        .bind(OwnerToken::random().to_hex())
+        .execute(store.pool())
+        .await
+        .expect("the row is written");
+        let read = store.get(&id).await.expect("the row is read");
+        assert_eq!(
+            read.map(|r| r.state),
+            Some(RecordState::Completed(payload.into()))
+        );
+    }
 }

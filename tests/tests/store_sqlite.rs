@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use idem_runtime::{IdempotencyStore, OwnerToken, SqliteStore, Store};
-use idem_tests::conformance::{LONG, claim, fresh_id};
+use idem_runtime::{IdempotencyStore, OwnerToken, RecordState, SqliteStore, Store};
+use idem_tests::conformance::{LONG, claim, fingerprint, fresh_id, previous_release_rows};
 
 /// A database file in the temp dir, deleted (with its WAL) when the test ends.
 struct TempDb(PathBuf);
@@ -98,4 +98,41 @@ async fn another_table_name_is_used_and_bad_names_are_refused() {
     );
     let bad = sqlite_store(&db).await.with_table("x; DROP TABLE y");
     assert!(bad.is_err());
+}
+
+/// Rows the previous release wrote (an HTTP response; a plain function's value, stored as a
+/// JSON response) read back as the responses they were, byte for byte.
+#[tokio::test]
+async fn rows_written_by_the_previous_release_read_back_as_responses() {
+    let db = temp_db();
+    let store = sqlite_store(&db).await;
+    for (status, headers, body, payload) in previous_release_rows() {
+        let id = fresh_id();
+        sqlx::query(
+            "INSERT INTO idempotency_keys (scope, handler, idempotency_key, request_fingerprint,
+                 response_status, response_headers, response_body, owner_token, acquired,
+                 locked_until, created_at, updated_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'new',
+                 CAST(round(unixepoch('subsec') * 1000) AS INTEGER),
+                 CAST(round(unixepoch('subsec') * 1000) AS INTEGER),
+                 CAST(round(unixepoch('subsec') * 1000) AS INTEGER),
+                 CAST(round(unixepoch('subsec') * 1000) AS INTEGER) + 3600000)",
+        )
+        .bind(&id.scope)
+        .bind(id.handler.as_ref())
+        .bind(id.key.as_str())
+        .bind(fingerprint("a").to_hex())
+        .bind(status)
+        .bind(headers)
+        .bind(body)
+        .bind(OwnerToken::random().to_hex())
+        .execute(store.pool())
+        .await
+        .expect("the row is written");
+        let read = store.get(&id).await.expect("the row is read");
+        assert_eq!(
+            read.map(|r| r.state),
+            Some(RecordState::Completed(payload.into()))
+        );
+    }
 }

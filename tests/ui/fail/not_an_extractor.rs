@@ -10,8 +10,8 @@ struct AppState {
 
 struct NotAnExtractor;
 
-// With `#[axum::debug_handler]` below, a parameter that is no extractor is reported at its
-// type, through the wrapper the expansion puts around the last parameter.
+// With `#[axum::debug_handler]` (below here; above works the same), a parameter that is no
+// extractor is reported at its type: the macro checks the function as written.
 #[idempotent(store = "app.idem")]
 #[axum::debug_handler]
 async fn handler(State(app): State<AppState>, body: NotAnExtractor) {}

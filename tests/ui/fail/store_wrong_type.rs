@@ -16,4 +16,8 @@ struct Other {
 #[idempotent(store = "other.name")]
 async fn handler(State(other): State<Other>) {}
 
+// A bare expression: the error points at it the same way.
+#[idempotent(store = other.name)]
+async fn bare(State(other): State<Other>) {}
+
 fn main() {}

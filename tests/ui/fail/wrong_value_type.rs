@@ -8,9 +8,6 @@ struct AppState {
     idem: Store,
 }
 
-#[idempotent(store = app.idem)]
-async fn unquoted_store(State(app): State<AppState>) {}
-
 #[idempotent(store = "app.idem", retries = "5")]
 async fn quoted_retries(State(app): State<AppState>) {}
 

@@ -1,0 +1,143 @@
+//! A handler's idempotency settings: what `#[idempotent(...)]` writes down at compile time.
+
+use std::time::Duration;
+
+use crate::engine::backoff::Backoff;
+
+/// Default number of attempts to persist a response.
+pub const DEFAULT_RETRIES: u32 = 5;
+/// Default time a completed response is kept.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default time an in-progress claim blocks duplicates.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// Default header carrying the key.
+pub const DEFAULT_HEADER: &str = "Idempotency-Key";
+/// Default largest response body that is stored (1 MiB).
+pub const DEFAULT_MAX_STORED_BODY: usize = 1024 * 1024;
+/// Default bound on one store operation before it counts as failed.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The settings of one idempotent handler. Built in `const` context by the attribute.
+///
+/// ```
+/// use std::time::Duration;
+/// use idem_runtime::Config;
+///
+/// const CONFIG: Config = Config::new().retries(3).ttl(Duration::from_secs(3600));
+/// assert_eq!(CONFIG.retries_value(), 3);
+/// assert_eq!(CONFIG.lease_value(), Duration::from_secs(30));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    retries: u32,
+    backoff: Backoff,
+    ttl: Duration,
+    lease: Duration,
+    header: &'static str,
+    optional: bool,
+    max_stored_body: usize,
+    store_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new()
+    }
+}
+
+impl Config {
+    /// The defaults (docs/contract.md, "The attribute").
+    pub const fn new() -> Self {
+        Config {
+            retries: DEFAULT_RETRIES,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
+            ttl: DEFAULT_TTL,
+            lease: DEFAULT_LEASE,
+            header: DEFAULT_HEADER,
+            optional: false,
+            max_stored_body: DEFAULT_MAX_STORED_BODY,
+            store_timeout: DEFAULT_STORE_TIMEOUT,
+        }
+    }
+
+    /// Attempts to persist the response (at least 1).
+    pub const fn retries(mut self, retries: u32) -> Self {
+        self.retries = if retries == 0 { 1 } else { retries };
+        self
+    }
+
+    /// Delays between attempts.
+    pub const fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How long a completed response is kept and replayed.
+    pub const fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How long an in-progress claim blocks duplicates before it counts as abandoned.
+    pub const fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// The request header that carries the key (matched case-insensitively).
+    pub const fn header(mut self, header: &'static str) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// When true, a request without the header runs with no idempotency at all.
+    pub const fn optional(mut self, optional: bool) -> Self {
+        self.optional = optional;
+        self
+    }
+
+    /// The largest response body that is stored; larger responses are sent but not stored.
+    pub const fn max_stored_body(mut self, bytes: usize) -> Self {
+        self.max_stored_body = bytes;
+        self
+    }
+
+    /// How long one store operation may take before it counts as a (transient) failure.
+    pub const fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// See [`Config::retries`].
+    pub const fn retries_value(&self) -> u32 {
+        self.retries
+    }
+    /// See [`Config::backoff`].
+    pub const fn backoff_value(&self) -> Backoff {
+        self.backoff
+    }
+    /// See [`Config::ttl`].
+    pub const fn ttl_value(&self) -> Duration {
+        self.ttl
+    }
+    /// See [`Config::lease`].
+    pub const fn lease_value(&self) -> Duration {
+        self.lease
+    }
+    /// See [`Config::header`].
+    pub const fn header_value(&self) -> &'static str {
+        self.header
+    }
+    /// See [`Config::optional`].
+    pub const fn optional_value(&self) -> bool {
+        self.optional
+    }
+    /// See [`Config::max_stored_body`].
+    pub const fn max_stored_body_value(&self) -> usize {
+        self.max_stored_body
+    }
+    /// See [`Config::store_timeout`].
+    pub const fn store_timeout_value(&self) -> Duration {
+        self.store_timeout
+    }
+}

@@ -1,0 +1,138 @@
+//! The [`Store`] handle that handlers receive: any backend, cheap to clone, plus the
+//! process-wide overrides and the lease keeper of its running calls.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::backoff::Jitter;
+use crate::engine::job::Overrides;
+use crate::engine::lease::Leases;
+use crate::engine::record::{Record, RecordId};
+use crate::engine::store::{IdempotencyStore, StoreResult};
+
+/// The handle handlers use: any store, cheap to clone, plus process-wide settings.
+///
+/// `#[idempotent(store = "...")]` accepts any expression that derefs to a `Store`: a
+/// `Store`, an `Arc<Store>`, a `LazyLock<Store>`, a field of the handler's state.
+///
+/// ```
+/// use idem_runtime::{MemoryStore, Store};
+///
+/// let store = Store::new(MemoryStore::new());
+/// let for_another_task = store.clone(); // one Arc increment
+/// # drop(for_another_task);
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    backend: Arc<dyn IdempotencyStore>,
+    leases: Arc<Leases>,
+    jitter: Arc<Jitter>,
+    lease: Option<Duration>,
+    retries: Option<u32>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("lease_override", &self.inner.lease)
+            .field("retries_override", &self.inner.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: IdempotencyStore> From<S> for Store {
+    fn from(backend: S) -> Self {
+        Store::new(backend)
+    }
+}
+
+impl Store {
+    /// Wraps a backend.
+    pub fn new(backend: impl IdempotencyStore) -> Self {
+        Store::from_arc(Arc::new(backend))
+    }
+
+    /// Wraps a shared backend (keep the other `Arc` to inspect it in tests).
+    pub fn from_arc(backend: Arc<dyn IdempotencyStore>) -> Self {
+        Store {
+            inner: Arc::new(Inner {
+                backend,
+                leases: Arc::default(),
+                jitter: Arc::new(Jitter::Random),
+                lease: None,
+                retries: None,
+            }),
+        }
+    }
+
+    fn with(&self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = (*self.inner).clone();
+        change(&mut inner);
+        Store {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Overrides every handler's `lease` (operators, tests).
+    pub fn override_lease(&self, lease: Duration) -> Self {
+        self.with(|inner| inner.lease = Some(lease))
+    }
+
+    /// Overrides every handler's `retries` (operators, tests); at least 1.
+    pub fn override_retries(&self, retries: u32) -> Self {
+        self.with(|inner| inner.retries = Some(retries.max(1)))
+    }
+
+    /// Draws backoff jitter from a generator seeded with `seed`, for repeatable tests.
+    pub fn with_jitter_seed(&self, seed: u64) -> Self {
+        self.with(|inner| inner.jitter = Arc::new(Jitter::seeded(seed)))
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &dyn IdempotencyStore {
+        &*self.inner.backend
+    }
+
+    pub(crate) fn shared_backend(&self) -> &Arc<dyn IdempotencyStore> {
+        &self.inner.backend
+    }
+
+    pub(crate) fn leases(&self) -> &Arc<Leases> {
+        &self.inner.leases
+    }
+
+    pub(crate) fn jitter(&self) -> &Jitter {
+        &self.inner.jitter
+    }
+
+    pub(crate) fn overrides(&self) -> Overrides {
+        Overrides {
+            lease: self.inner.lease,
+            retries: self.inner.retries,
+        }
+    }
+
+    /// Reads a record (expired ones read as `None`).
+    pub async fn get(&self, id: &RecordId) -> StoreResult<Option<Record>> {
+        self.backend().get(id).await
+    }
+
+    /// Deletes every expired record, in batches of `batch`, and answers how many it deleted.
+    pub async fn purge_expired(&self, batch: usize) -> StoreResult<u64> {
+        let batch = batch.max(1);
+        let mut total = 0;
+        loop {
+            let n = self.backend().purge(batch).await?;
+            total += n;
+            if n < batch as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}

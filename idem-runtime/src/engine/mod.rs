@@ -1,0 +1,21 @@
+//! The protocol-neutral core: keys, fingerprints, records and payloads, the store interface
+//! and handle, leases, persistence, and the one executor that every adapter calls.
+//!
+//! Nothing here knows HTTP or any other protocol: an adapter (`http`, `function`) turns its
+//! protocol into a claim and a piece of work, and the executor's verdict back into an answer.
+
+pub(crate) mod backoff;
+pub(crate) mod config;
+pub(crate) mod decide;
+pub(crate) mod execute;
+pub(crate) mod fingerprint;
+pub(crate) mod handle;
+pub(crate) mod job;
+pub(crate) mod key;
+pub(crate) mod lease;
+pub mod metrics;
+pub(crate) mod outcome;
+pub(crate) mod persist;
+pub(crate) mod record;
+pub(crate) mod store;
+pub(crate) mod timed;

@@ -1,0 +1,217 @@
+//! The interface every store implements: one method per operation.
+//!
+//! Every method is one round trip: a claim either takes the key (new, expired, abandoned or
+//! FAILED_STORAGE records) or returns the record that stands, so replay, mismatch and
+//! conflict need no second query. Time (leases, expiry) is judged by the store's own clock.
+//!
+//! A method answers with a [`Reply`]: [`Reply::Ready`] when the store has the answer at once
+//! (the memory store always does, so the request path makes no future for it), or
+//! [`Reply::Pending`] with a future to wait for. Either way it is the one path for that
+//! operation, and a wrapper such as [`FailingStore`](crate::FailingStore) sees every call.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::future::Either;
+
+use crate::engine::record::{Claim, ClaimOutcome, Payload, Record, RecordId};
+
+/// A boxed, `Send` future: what a pending [`Reply`] holds, so stores can be `dyn`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A store's answer to one operation: ready now, or a future.
+///
+/// `.await` works on either:
+///
+/// ```
+/// use idem_runtime::{Reply, StoreResult};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let now: Reply<'_, u64> = Reply::Ready(Ok(3));
+/// let later: Reply<'_, u64> = Reply::pending(async { Ok(4) });
+/// assert_eq!(now.await.unwrap() + later.await.unwrap(), 7);
+/// # }
+/// ```
+#[must_use = "a store operation does nothing until its reply is awaited"]
+pub enum Reply<'a, T> {
+    /// The store answered at once.
+    Ready(StoreResult<T>),
+    /// The store answers when this future completes.
+    Pending(BoxFuture<'a, StoreResult<T>>),
+}
+
+impl<'a, T> Reply<'a, T> {
+    /// An answer to wait for.
+    pub fn pending(future: impl Future<Output = StoreResult<T>> + Send + 'a) -> Self {
+        Reply::Pending(Box::pin(future))
+    }
+
+    /// The answer's value changed by `f`, ready or not.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U + Send + 'a) -> Reply<'a, U>
+    where
+        T: 'a,
+    {
+        match self {
+            Reply::Ready(result) => Reply::Ready(result.map(f)),
+            Reply::Pending(future) => Reply::pending(async move { future.await.map(f) }),
+        }
+    }
+}
+
+impl<'a, T: 'a> IntoFuture for Reply<'a, T> {
+    type Output = StoreResult<T>;
+    type IntoFuture = Either<std::future::Ready<StoreResult<T>>, BoxFuture<'a, StoreResult<T>>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        match self {
+            Reply::Ready(result) => Either::Left(std::future::ready(result)),
+            Reply::Pending(future) => Either::Right(future),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Reply<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reply::Ready(_) => "Reply::Ready",
+            Reply::Pending(_) => "Reply::Pending",
+        })
+    }
+}
+
+/// Whether a write that names a claim's owner token found the record still owned by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a lost claim means nothing was written"]
+pub enum Ownership {
+    /// The claim still owned the record: the write happened.
+    Held,
+    /// The record was taken over by another claim (its lease had expired), or it expired:
+    /// nothing was written.
+    Lost,
+}
+
+/// A place where idempotency records live.
+///
+/// Methods that act on a claimed record (`renew`, `complete`, `fail`, `release`) check the
+/// claim's owner token and answer [`Ownership::Lost`] when the record is no longer its own.
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Takes the key, or returns the record that stands. One statement.
+    ///
+    /// The claim succeeds when there is no record, when the record has expired (whatever its
+    /// fingerprint), or when the record has the same fingerprint and is FAILED_STORAGE or
+    /// IN_PROGRESS with an expired lease. Otherwise nothing is written and the record is
+    /// returned.
+    fn claim<'a>(&'a self, claim: &'a Claim) -> Reply<'a, ClaimOutcome>;
+
+    /// Extends a live claim's lease to `claim.lease` from now.
+    fn renew<'a>(&'a self, claim: &'a Claim) -> Reply<'a, Ownership>;
+
+    /// Stores the payload; the record becomes COMPLETED and expires `claim.ttl` from now.
+    /// The payload comes shared, so that a store keeping it in memory keeps it without a copy.
+    fn complete<'a>(&'a self, claim: &'a Claim, payload: &'a Arc<Payload>) -> Reply<'a, Ownership>;
+
+    /// Marks the record FAILED_STORAGE: the work ran, its payload is lost.
+    fn fail<'a>(&'a self, claim: &'a Claim) -> Reply<'a, Ownership>;
+
+    /// Deletes the claimed record, so that a retry runs the work again.
+    fn release<'a>(&'a self, claim: &'a Claim) -> Reply<'a, Ownership>;
+
+    /// Reads a record; expired records read as `None`. For inspection and tests: the request
+    /// path never calls it.
+    fn get<'a>(&'a self, id: &'a RecordId) -> Reply<'a, Option<Record>>;
+
+    /// Deletes up to `limit` expired records and answers how many it deleted.
+    fn purge(&self, limit: usize) -> Reply<'_, u64>;
+}
+
+/// A shared store is a store, so `Store::new(arc.clone())` keeps a handle for the test.
+impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
+    fn claim<'a>(&'a self, claim: &'a Claim) -> Reply<'a, ClaimOutcome> {
+        (**self).claim(claim)
+    }
+    fn renew<'a>(&'a self, claim: &'a Claim) -> Reply<'a, Ownership> {
+        (**self).renew(claim)
+    }
+    fn complete<'a>(&'a self, claim: &'a Claim, payload: &'a Arc<Payload>) -> Reply<'a, Ownership> {
+        (**self).complete(claim, payload)
+    }
+    fn fail<'a>(&'a self, claim: &'a Claim) -> Reply<'a, Ownership> {
+        (**self).fail(claim)
+    }
+    fn release<'a>(&'a self, claim: &'a Claim) -> Reply<'a, Ownership> {
+        (**self).release(claim)
+    }
+    fn get<'a>(&'a self, id: &'a RecordId) -> Reply<'a, Option<Record>> {
+        (**self).get(id)
+    }
+    fn purge(&self, limit: usize) -> Reply<'_, u64> {
+        (**self).purge(limit)
+    }
+}
+
+/// Whether retrying a failed store operation can be expected to help. Informational: every
+/// failed write is retried `retries` times whatever its kind, as the contract says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// Connection refused or lost, pool timeout, serialization failure, deadlock, timeout.
+    Transient,
+    /// Schema missing, permission denied, corrupt data, a trigger's own error.
+    Permanent,
+}
+
+/// A failed store operation.
+#[derive(Debug)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    source: Box<dyn StdError + Send + Sync>,
+}
+
+impl StoreError {
+    /// A failure that may pass.
+    pub fn transient(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        StoreError {
+            kind: StoreErrorKind::Transient,
+            source: source.into(),
+        }
+    }
+
+    /// A failure that waiting is unlikely to mend.
+    pub fn permanent(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        StoreError {
+            kind: StoreErrorKind::Permanent,
+            source: source.into(),
+        }
+    }
+
+    /// Transient or permanent.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// True when the failure may pass.
+    pub fn is_transient(&self) -> bool {
+        self.kind == StoreErrorKind::Transient
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            StoreErrorKind::Transient => "transient",
+            StoreErrorKind::Permanent => "permanent",
+        };
+        write!(f, "{kind} idempotency store error: {}", self.source)
+    }
+}
+
+impl StdError for StoreError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
+    }
+}

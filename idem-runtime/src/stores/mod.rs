@@ -1,0 +1,18 @@
+//! The backends, each behind the core's [`IdempotencyStore`](crate::IdempotencyStore): one
+//! file per backend, plus wrappers for tests.
+
+mod failing;
+pub(crate) mod hooked;
+mod memory;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) mod sql;
+
+pub use failing::{FailingStore, Failures};
+pub use hooked::{Gate, Hooked, Op, StoreHook};
+pub use memory::{DEFAULT_MEMORY_CAPACITY, MemoryStore};
+#[cfg(feature = "postgres")]
+pub use sql::postgres::{CLAIM_ATTEMPTS, PostgresStore};
+#[cfg(feature = "sqlite")]
+pub use sql::sqlite::SqliteStore;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use sql::{DEFAULT_TABLE, InvalidTableName};

@@ -1,0 +1,367 @@
+//! The shared store: Postgres on sqlx, one statement per step, leases judged by `now()`.
+//!
+//! Claiming is one statement. It first reads the record that stands, if any; when that record
+//! cannot be taken (completed, live, or another request's), the statement returns it and
+//! writes nothing, so a replay, a conflict or a mismatch costs the database a read and no
+//! commit to its log. Otherwise it runs an `INSERT .. ON CONFLICT DO UPDATE .. WHERE`, which
+//! inserts a new record or takes over an expired, abandoned or FAILED_STORAGE one (the row
+//! lock makes it a compare-and-set against the newest version of the row). How a claim was
+//! acquired comes back through the `acquired` column, which the `DO UPDATE` computes from
+//! that locked, newest version.
+//!
+//! Under READ COMMITTED the statement's reads use its snapshot, while the upsert acts on the
+//! newest committed row. Two corners follow, both from a claim that committed after the
+//! snapshot was taken: a row inserted then blocks the insert yet is invisible, so nothing
+//! comes back; a row taken over then comes back as the snapshot saw it, a record this claim
+//! could have taken (marked `stale`). Either way the statement runs again with a fresh
+//! snapshot, at most [`CLAIM_ATTEMPTS`] times in all; a stale record still standing after the
+//! last attempt is returned as it is (the engine answers a conflict). A record the snapshot
+//! shows standing is answered as of the snapshot: the answer the claim would have had a moment
+//! earlier. Skipping the insert then can only make a claim acquire less often, never twice:
+//! every acquisition still goes through the primary key and the row lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::ops::{Deref, DerefMut};
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgQueryResult};
+use sqlx::{AssertSqlSafe, PgExecutor, Postgres, Row};
+
+use super::connections::{Connections, Lease};
+use super::{
+    Dialect, InvalidTableName, SqlStore, Statements, TableName, acquired_from_column, micros,
+    on_connection, postgres_code_is_transient,
+};
+use crate::engine::record::{Claim, ClaimOutcome, Record};
+use crate::engine::store::{StoreError, StoreResult};
+
+/// The migrations, in order; each is idempotent and runs on every [`PostgresStore::migrate`].
+const MIGRATIONS: &[&str] = &[include_str!(
+    "../../../migrations/postgres/0001_idempotency_keys.sql"
+)];
+
+/// How many times a claim statement runs in the READ COMMITTED corners (see the module
+/// doc). A second run sees the committed row; a third covers a release in between.
+pub const CLAIM_ATTEMPTS: usize = 3;
+
+impl Dialect for Postgres {
+    const CLAIM: &'static str = "
+WITH standing AS (
+    SELECT request_fingerprint, response_status, response_headers, response_body, locked_until,
+           COALESCE(expires_at <= now()
+             OR (request_fingerprint = $4
+                 AND (response_status = -1
+                      OR (response_status IS NULL AND locked_until <= now()))),
+             false) AS takeable
+    FROM {table}
+    WHERE scope = $1 AND handler = $2 AND idempotency_key = $3
+), claimed AS (
+    INSERT INTO {table} AS t (scope, handler, idempotency_key, request_fingerprint, owner_token,
+                              acquired, locked_until, created_at, updated_at, expires_at)
+    SELECT $1, $2, $3, $4, $5, 'new', now() + $6::bigint * interval '1 microsecond', now(),
+           now(), now() + $7::bigint * interval '1 microsecond'
+    WHERE NOT EXISTS (SELECT 1 FROM standing WHERE NOT takeable)
+    ON CONFLICT (scope, handler, idempotency_key) DO UPDATE SET
+        request_fingerprint = excluded.request_fingerprint,
+        response_status = NULL,
+        response_headers = NULL,
+        response_body = NULL,
+        owner_token = excluded.owner_token,
+        acquired = CASE WHEN t.expires_at <= now() THEN 'new'
+                        WHEN t.response_status = -1 THEN 'failed_storage'
+                        ELSE 'abandoned' END,
+        locked_until = excluded.locked_until,
+        created_at = CASE WHEN t.expires_at <= now() THEN now() ELSE t.created_at END,
+        updated_at = now(),
+        expires_at = excluded.expires_at
+    WHERE t.expires_at <= now()
+       OR (t.request_fingerprint = excluded.request_fingerprint
+           AND (t.response_status = -1
+                OR (t.response_status IS NULL AND t.locked_until <= now())))
+    RETURNING acquired
+)
+SELECT acquired, NULL::text AS request_fingerprint, NULL::integer AS response_status,
+       NULL::text AS response_headers, NULL::bytea AS response_body, 0::bigint AS lease_us,
+       false AS stale
+FROM claimed
+UNION ALL
+SELECT NULL, request_fingerprint, response_status, response_headers, response_body,
+       GREATEST(0, EXTRACT(EPOCH FROM locked_until - now()) * 1000000)::bigint, takeable
+FROM standing
+WHERE NOT EXISTS (SELECT 1 FROM claimed)";
+
+    const RENEW: &'static str = "
+UPDATE {table} SET locked_until = now() + $5::bigint * interval '1 microsecond', updated_at = now()
+WHERE scope = $1 AND handler = $2 AND idempotency_key = $3 AND owner_token = $4
+  AND response_status IS NULL";
+
+    const COMPLETE: &'static str = "
+UPDATE {table} SET response_status = $5, response_headers = $6, response_body = $7,
+    updated_at = now(), expires_at = now() + $8::bigint * interval '1 microsecond'
+WHERE scope = $1 AND handler = $2 AND idempotency_key = $3 AND owner_token = $4";
+
+    const FAIL: &'static str = "
+UPDATE {table} SET response_status = -1, response_headers = NULL, response_body = NULL,
+    updated_at = now()
+WHERE scope = $1 AND handler = $2 AND idempotency_key = $3 AND owner_token = $4";
+
+    const RELEASE: &'static str = "
+DELETE FROM {table}
+WHERE scope = $1 AND handler = $2 AND idempotency_key = $3 AND owner_token = $4";
+
+    const GET: &'static str = "
+SELECT request_fingerprint, response_status, response_headers, response_body,
+       GREATEST(0, EXTRACT(EPOCH FROM locked_until - now()) * 1000000)::bigint AS lease_us
+FROM {table}
+WHERE scope = $1 AND handler = $2 AND idempotency_key = $3 AND expires_at > now()";
+
+    const PURGE: &'static str = "
+DELETE FROM {table}
+WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE expires_at <= now()
+                       LIMIT $1 FOR UPDATE SKIP LOCKED))
+  AND expires_at <= now()";
+
+    const LEASE_LEFT: &'static str = "lease_us";
+
+    fn duration(duration: Duration) -> i64 {
+        micros(duration)
+    }
+
+    fn lease_left(number: u64) -> Duration {
+        Duration::from_micros(number)
+    }
+
+    fn code_is_transient(code: &str) -> bool {
+        postgres_code_is_transient(code)
+    }
+
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+/// An [`IdempotencyStore`](crate::IdempotencyStore) on Postgres, shared by every instance of a service.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use idem_runtime::{PostgresStore, Store};
+///
+/// let pg = PostgresStore::connect("postgres://app@localhost/app").await?;
+/// pg.migrate().await?; // idempotent; safe from several instances at once
+/// let store = Store::new(pg);
+/// # drop(store); Ok(()) }
+/// ```
+///
+/// Each step is one statement, and each statement is a method generic over
+/// [`PgExecutor`]: a store made by [`PostgresStore::connect`] runs them on connections of its
+/// own, one made by [`PostgresStore::new`] on the pool it was given. A transactional mode (not built yet) will
+/// run the same methods on one transaction's connection, so that the claim, the handler's own
+/// writes and the completion commit together, without a second copy of the SQL.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    /// Where the store's statements run when it has connections of its own (`connect`).
+    own: Option<Arc<Connections>>,
+    sql: Arc<Statements<Postgres>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("table", &self.sql.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// A store whose statements run on the application's pool, using the table
+    /// `idempotency_keys`.
+    ///
+    /// sqlx's pool pings a connection when it comes back, from a task of its own: one round
+    /// trip to the server more per statement (and, with its default
+    /// `test_before_acquire(true)`, one more before). [`PostgresStore::connect`] avoids both.
+    pub fn new(pool: PgPool) -> Self {
+        PostgresStore {
+            pool,
+            own: None,
+            sql: Arc::new(Statements::new(TableName::default())),
+        }
+    }
+
+    /// Connects to `url`, checking that the server answers. The store's statements run on
+    /// connections of its own, at most [`PostgresStore::CONNECTIONS`], each used for one
+    /// statement at a time and handed on without a ping; a connection whose statement failed
+    /// or was interrupted is closed, and one idle for 30 seconds is pinged before its next
+    /// statement. [`PostgresStore::pool`] is a pool on the same database, of as many
+    /// connections, for [`PostgresStore::migrate`] and the application's own queries.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(Self::CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
+            .connect(url)
+            .await
+            .map_err(Postgres::classify)?;
+        let own = Connections::new(
+            (*pool.connect_options()).clone(),
+            Self::CONNECTIONS as usize,
+        );
+        Ok(PostgresStore {
+            own: Some(Arc::new(own)),
+            ..PostgresStore::new(pool)
+        })
+    }
+
+    /// How many connections [`PostgresStore::connect`] opens at most for the store's
+    /// statements (and as many for its pool).
+    pub const CONNECTIONS: u32 = 10;
+
+    /// Uses another table (a plain identifier; set the schema with the pool's `search_path`).
+    pub fn with_table(mut self, table: &str) -> Result<Self, InvalidTableName> {
+        self.sql = Arc::new(Statements::new(TableName::new(table)?));
+        Ok(self)
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        self.sql.table.as_str()
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates the table and its index if missing. Running it again, or from several
+    /// instances starting at once, is harmless: the migrations are idempotent and run in one
+    /// transaction holding an advisory lock on the table's name.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(Postgres::classify)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("idem.migrate.{}", self.table()))
+            .execute(&mut *tx)
+            .await
+            .map_err(Postgres::classify)?;
+        for migration in MIGRATIONS {
+            sqlx::raw_sql(AssertSqlSafe(self.sql.table.fill(migration)))
+                .execute(&mut *tx)
+                .await
+                .map_err(Postgres::classify)?;
+        }
+        tx.commit().await.map_err(Postgres::classify)
+    }
+}
+
+/// What one run of the claim statement found.
+enum Claimed {
+    /// Acquired, or a standing record as it is now.
+    Fresh(ClaimOutcome),
+    /// A record this claim could have taken, as an old snapshot saw it: someone else took it.
+    Stale(Record),
+    /// A row too new for the statement's snapshot blocked the insert.
+    Invisible,
+}
+
+/// Runs the claim statement once: acquired, the standing record, or a READ COMMITTED corner.
+async fn claimed<'c>(
+    sql: &Statements<Postgres>,
+    db: impl PgExecutor<'c>,
+    claim: &Claim,
+) -> StoreResult<Claimed> {
+    let row = sql
+        .claim(claim)
+        .fetch_optional(db)
+        .await
+        .map_err(Postgres::classify)?;
+    let Some(row) = row else {
+        return Ok(Claimed::Invisible);
+    };
+    if let Some(acquired) = row
+        .try_get::<Option<String>, _>("acquired")
+        .map_err(Postgres::classify)?
+    {
+        let acquired = acquired_from_column(&acquired)?;
+        return Ok(Claimed::Fresh(ClaimOutcome::Acquired(acquired)));
+    }
+    let record = Statements::<Postgres>::record(&row)?;
+    if row
+        .try_get::<bool, _>("stale")
+        .map_err(Postgres::classify)?
+    {
+        Ok(Claimed::Stale(record))
+    } else {
+        Ok(Claimed::Fresh(ClaimOutcome::Existing(record)))
+    }
+}
+
+/// A connection for one statement: one of the store's own, or one from its pool.
+pub enum PgConnectionFor<'a> {
+    Own(Lease<'a>),
+    Pooled(PoolConnection<Postgres>),
+}
+
+impl Deref for PgConnectionFor<'_> {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        match self {
+            PgConnectionFor::Own(lease) => lease,
+            PgConnectionFor::Pooled(pooled) => pooled,
+        }
+    }
+}
+
+impl DerefMut for PgConnectionFor<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            PgConnectionFor::Own(lease) => lease,
+            PgConnectionFor::Pooled(pooled) => pooled,
+        }
+    }
+}
+
+impl SqlStore for PostgresStore {
+    type Db = Postgres;
+    type Connection<'a> = PgConnectionFor<'a>;
+
+    fn statements(&self) -> &Statements<Postgres> {
+        &self.sql
+    }
+
+    /// One of the store's own connections when it has them, else one from its pool.
+    async fn connection(&self) -> StoreResult<PgConnectionFor<'_>> {
+        match &self.own {
+            Some(own) => Ok(PgConnectionFor::Own(own.lease().await?)),
+            None => match self.pool.acquire().await {
+                Ok(pooled) => Ok(PgConnectionFor::Pooled(pooled)),
+                Err(error) => Err(Postgres::classify(error)),
+            },
+        }
+    }
+
+    fn settle<T>(&self, connection: PgConnectionFor<'_>, result: StoreResult<T>) -> StoreResult<T> {
+        match connection {
+            PgConnectionFor::Own(lease) => lease.settle(result),
+            PgConnectionFor::Pooled(_) => result,
+        }
+    }
+
+    /// Runs the claim statement up to [`CLAIM_ATTEMPTS`] times (see the module doc).
+    async fn claim_key(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
+        let mut stale = None;
+        for _ in 0..CLAIM_ATTEMPTS {
+            match on_connection!(self, db => claimed(&self.sql, db, claim))? {
+                Claimed::Fresh(outcome) => return Ok(outcome),
+                Claimed::Stale(record) => stale = Some(record),
+                Claimed::Invisible => {}
+            }
+        }
+        stale.map(ClaimOutcome::Existing).ok_or_else(|| {
+            StoreError::transient(format!(
+                "the record was replaced under {CLAIM_ATTEMPTS} claim attempts in a row"
+            ))
+        })
+    }
+}

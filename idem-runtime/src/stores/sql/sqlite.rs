@@ -1,0 +1,243 @@
+//! The embedded store: SQLite on sqlx, one statement per step, leases judged by SQLite's clock.
+//!
+//! SQLite has no data-modifying CTE, and an upsert whose `DO UPDATE .. WHERE` is false returns
+//! no row. So the claim's `DO UPDATE` has no `WHERE`: every column is set to
+//! `CASE WHEN <may take over> THEN <new value> ELSE <old value> END`, and `RETURNING` always
+//! hands back the row as it now stands: ours when we took it, the standing record otherwise.
+//! One statement, one round trip, including for replays; the price is that a claim which
+//! takes nothing still rewrites the row with its own values. SQLite runs one writer at a time,
+//! so the statement is a compare-and-set without further locking.
+//!
+//! Time is Unix milliseconds from `unixepoch('subsec')`, which SQLite holds fixed for the
+//! whole statement.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+};
+use sqlx::{AssertSqlSafe, Row, Sqlite};
+
+use super::{
+    Dialect, InvalidTableName, SqlStore, Statements, TableName, acquired_from_column, millis,
+    on_connection, sqlite_code_is_transient,
+};
+use crate::engine::record::{Claim, ClaimOutcome};
+use crate::engine::store::StoreResult;
+
+/// The migrations, in order; each is idempotent and runs on every [`SqliteStore::migrate`].
+const MIGRATIONS: &[&str] = &[include_str!(
+    "../../../migrations/sqlite/0001_idempotency_keys.sql"
+)];
+
+/// The statement's clock, in Unix milliseconds.
+const NOW: &str = "CAST(round(unixepoch('subsec') * 1000) AS INTEGER)";
+
+/// Whether the existing row (bare column names) may be taken by the claim (`excluded.`).
+const TAKE: &str = "(expires_at <= {now} OR (request_fingerprint = excluded.request_fingerprint \
+     AND (response_status = -1 OR (response_status IS NULL AND locked_until <= {now}))))";
+
+impl Dialect for Sqlite {
+    const CLAIM: &'static str = "
+INSERT INTO {table} (scope, handler, idempotency_key, request_fingerprint, owner_token, acquired,
+                     locked_until, created_at, updated_at, expires_at)
+VALUES (?1, ?2, ?3, ?4, ?5, 'new', {now} + ?6, {now}, {now}, {now} + ?7)
+ON CONFLICT (scope, handler, idempotency_key) DO UPDATE SET
+    request_fingerprint = CASE WHEN {take} THEN excluded.request_fingerprint
+                               ELSE request_fingerprint END,
+    response_status = CASE WHEN {take} THEN NULL ELSE response_status END,
+    response_headers = CASE WHEN {take} THEN NULL ELSE response_headers END,
+    response_body = CASE WHEN {take} THEN NULL ELSE response_body END,
+    owner_token = CASE WHEN {take} THEN excluded.owner_token ELSE owner_token END,
+    acquired = CASE WHEN expires_at <= {now} THEN 'new'
+                    WHEN {take} AND response_status = -1 THEN 'failed_storage'
+                    WHEN {take} THEN 'abandoned'
+                    ELSE acquired END,
+    locked_until = CASE WHEN {take} THEN excluded.locked_until ELSE locked_until END,
+    created_at = CASE WHEN expires_at <= {now} THEN excluded.created_at ELSE created_at END,
+    updated_at = CASE WHEN {take} THEN excluded.updated_at ELSE updated_at END,
+    expires_at = CASE WHEN {take} THEN excluded.expires_at ELSE expires_at END
+RETURNING owner_token = ?5 AND response_status IS NULL AS won, acquired, request_fingerprint,
+          response_status, response_headers, response_body,
+          max(0, locked_until - {now}) AS lease_ms";
+
+    const RENEW: &'static str = "
+UPDATE {table} SET locked_until = {now} + ?5, updated_at = {now}
+WHERE scope = ?1 AND handler = ?2 AND idempotency_key = ?3 AND owner_token = ?4
+  AND response_status IS NULL";
+
+    const COMPLETE: &'static str = "
+UPDATE {table} SET response_status = ?5, response_headers = ?6, response_body = ?7,
+    updated_at = {now}, expires_at = {now} + ?8
+WHERE scope = ?1 AND handler = ?2 AND idempotency_key = ?3 AND owner_token = ?4";
+
+    const FAIL: &'static str = "
+UPDATE {table} SET response_status = -1, response_headers = NULL, response_body = NULL,
+    updated_at = {now}
+WHERE scope = ?1 AND handler = ?2 AND idempotency_key = ?3 AND owner_token = ?4";
+
+    const RELEASE: &'static str = "
+DELETE FROM {table}
+WHERE scope = ?1 AND handler = ?2 AND idempotency_key = ?3 AND owner_token = ?4";
+
+    const GET: &'static str = "
+SELECT request_fingerprint, response_status, response_headers, response_body,
+       max(0, locked_until - {now}) AS lease_ms
+FROM {table}
+WHERE scope = ?1 AND handler = ?2 AND idempotency_key = ?3 AND expires_at > {now}";
+
+    const PURGE: &'static str = "
+DELETE FROM {table}
+WHERE rowid IN (SELECT rowid FROM {table} WHERE expires_at <= {now} LIMIT ?1)";
+
+    const LEASE_LEFT: &'static str = "lease_ms";
+
+    /// Also writes in the statement's clock and the claim's takeover condition.
+    fn fill(table: &TableName, template: &str) -> String {
+        table.fill(&template.replace("{take}", TAKE).replace("{now}", NOW))
+    }
+
+    fn duration(duration: Duration) -> i64 {
+        millis(duration)
+    }
+
+    fn lease_left(number: u64) -> Duration {
+        Duration::from_millis(number)
+    }
+
+    fn code_is_transient(code: &str) -> bool {
+        sqlite_code_is_transient(code)
+    }
+
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+/// An [`IdempotencyStore`](crate::IdempotencyStore) in a SQLite database, for a service that runs as one process.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use idem_runtime::{SqliteStore, Store};
+///
+/// let sqlite = SqliteStore::connect("sqlite://idem.db").await?; // created if missing
+/// sqlite.migrate().await?; // idempotent
+/// let store = Store::new(sqlite);
+/// # drop(store); Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    sql: Arc<Statements<Sqlite>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("table", &self.sql.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// A store on the application's pool, using the table `idempotency_keys`.
+    pub fn new(pool: SqlitePool) -> Self {
+        SqliteStore {
+            pool,
+            sql: Arc::new(Statements::new(TableName::default())),
+        }
+    }
+
+    /// Opens (creating if missing) the database at `url` (`sqlite://PATH`, or
+    /// `sqlite::memory:`), in WAL mode with a 5 s busy timeout. An in-memory database lives
+    /// on one connection that the pool keeps open.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(Sqlite::classify)?
+            .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(5));
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool = if in_memory {
+            SqlitePoolOptions::new()
+                .min_connections(1)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options.journal_mode(SqliteJournalMode::Wal))
+                .await
+        };
+        Ok(SqliteStore::new(pool.map_err(Sqlite::classify)?))
+    }
+
+    /// Uses another table (a plain identifier).
+    pub fn with_table(mut self, table: &str) -> Result<Self, InvalidTableName> {
+        self.sql = Arc::new(Statements::new(TableName::new(table)?));
+        Ok(self)
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        self.sql.table.as_str()
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Creates the table and its index if missing, in one `BEGIN IMMEDIATE` transaction.
+    /// Running it again, or from several processes at once, is harmless.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(Sqlite::classify)?;
+        for migration in MIGRATIONS {
+            sqlx::raw_sql(AssertSqlSafe(self.sql.table.fill(migration)))
+                .execute(&mut *tx)
+                .await
+                .map_err(Sqlite::classify)?;
+        }
+        tx.commit().await.map_err(Sqlite::classify)
+    }
+}
+
+impl SqlStore for SqliteStore {
+    type Db = Sqlite;
+    type Connection<'a> = PoolConnection<Sqlite>;
+
+    fn statements(&self) -> &Statements<Sqlite> {
+        &self.sql
+    }
+
+    async fn connection(&self) -> StoreResult<PoolConnection<Sqlite>> {
+        self.pool.acquire().await.map_err(Sqlite::classify)
+    }
+
+    fn settle<T>(&self, _: PoolConnection<Sqlite>, result: StoreResult<T>) -> StoreResult<T> {
+        result
+    }
+
+    /// One statement, which takes the key or returns the standing record. A claim issued
+    /// again with the same token finds its own live claim and answers `Acquired` again.
+    async fn claim_key(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
+        let row = on_connection!(self, db => async {
+            self.sql.claim(claim).fetch_one(db).await.map_err(Sqlite::classify)
+        })?;
+        if row.try_get::<bool, _>("won").map_err(Sqlite::classify)? {
+            let acquired: String = row.try_get("acquired").map_err(Sqlite::classify)?;
+            Ok(ClaimOutcome::Acquired(acquired_from_column(&acquired)?))
+        } else {
+            Ok(ClaimOutcome::Existing(Statements::<Sqlite>::record(&row)?))
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The statements both SQL stores run, bound and read once for either database, and the
+//! [`IdempotencyStore`] every SQL store gets from them.
+//!
+//! A backend brings its [`Dialect`] (the statement texts, its clock's unit, its error codes)
+//! and implements [`SqlStore`]: where a statement runs, and its own claim. Everything else,
+//! one statement and one round trip per step, is here.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::ops::DerefMut;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{
+    AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type,
+};
+
+use super::{Columns, TableName, payload_columns};
+use crate::engine::record::{Claim, ClaimOutcome, Payload, Record, RecordId};
+use crate::engine::store::{IdempotencyStore, Ownership, Reply, StoreError, StoreResult};
+
+/// What differs between the SQL databases in the shared statements.
+///
+/// The templates use `{table}` for the table; `CLAIM` binds the record's identity, the
+/// request's fingerprint and the claim's token, lease and ttl, in that order. `CLAIM` and `GET`
+/// name the lease left `LEASE_LEFT`, in the unit of [`Dialect::duration`].
+pub trait Dialect: Database {
+    /// Claims or returns the standing record (each backend reads its answer itself).
+    const CLAIM: &'static str;
+    /// Extends the lease of a live claim.
+    const RENEW: &'static str;
+    /// Stores the response.
+    const COMPLETE: &'static str;
+    /// Marks the record FAILED_STORAGE.
+    const FAIL: &'static str;
+    /// Deletes the claimed record.
+    const RELEASE: &'static str;
+    /// Reads a live record.
+    const GET: &'static str;
+    /// Deletes a batch of expired records.
+    const PURGE: &'static str;
+    /// The column in which `CLAIM` and `GET` return the lease left.
+    const LEASE_LEFT: &'static str;
+
+    /// The statement text of a template for `table` (SQLite also writes in its clock there).
+    fn fill(table: &TableName, template: &str) -> String {
+        table.fill(template)
+    }
+
+    /// A duration as the number the statements add to the database's clock.
+    fn duration(duration: Duration) -> i64;
+
+    /// The lease left, from the number in `LEASE_LEFT` (never negative).
+    fn lease_left(number: u64) -> Duration;
+
+    /// Whether an error code the database returned names a failure that may pass on retry.
+    fn code_is_transient(code: &str) -> bool;
+
+    /// How many rows a statement changed.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// Maps an sqlx error to a transient or permanent [`StoreError`].
+    fn classify(error: sqlx::Error) -> StoreError {
+        super::classify(error, Self::code_is_transient)
+    }
+}
+
+/// The statements for one table, built once. Each method is exactly one statement on any
+/// executor of the database: its pool, one connection or, later, a transaction.
+pub struct Statements<DB> {
+    pub(crate) table: TableName,
+    claim: Arc<str>,
+    renew: Arc<str>,
+    complete: Arc<str>,
+    fail: Arc<str>,
+    release: Arc<str>,
+    get: Arc<str>,
+    purge: Arc<str>,
+    database: PhantomData<fn() -> DB>,
+}
+
+type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments>;
+
+impl<DB> Statements<DB>
+where
+    DB: Dialect,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> &'a [u8]: Encode<'a, DB> + Type<DB>,
+    String: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
+    Option<String>: for<'a> Encode<'a, DB>,
+    i64: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
+    i32: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
+    Vec<u8>: for<'a> Decode<'a, DB> + Type<DB>,
+{
+    pub(crate) fn new(table: TableName) -> Self {
+        let fill = |template: &str| Arc::<str>::from(DB::fill(&table, template));
+        Statements {
+            claim: fill(DB::CLAIM),
+            renew: fill(DB::RENEW),
+            complete: fill(DB::COMPLETE),
+            fail: fill(DB::FAIL),
+            release: fill(DB::RELEASE),
+            get: fill(DB::GET),
+            purge: fill(DB::PURGE),
+            table,
+            database: PhantomData,
+        }
+    }
+
+    /// A statement bound to a record's identity (first three parameters).
+    fn identified<'q>(statement: &Arc<str>, id: &'q RecordId) -> Query<'q, DB> {
+        sqlx::query(AssertSqlSafe(statement.clone()))
+            .bind(id.scope.as_str())
+            .bind(id.handler.as_ref())
+            .bind(id.key.as_str())
+    }
+
+    /// A statement bound to a record's identity and its claim's token (fourth parameter).
+    fn owned<'q>(statement: &Arc<str>, claim: &'q Claim) -> Query<'q, DB> {
+        Self::identified(statement, &claim.id).bind(claim.token.to_hex())
+    }
+
+    /// The claim statement, bound; the backend runs it and reads its answer.
+    pub(crate) fn claim<'q>(&self, claim: &'q Claim) -> Query<'q, DB> {
+        Self::identified(&self.claim, &claim.id)
+            .bind(claim.fingerprint.to_hex())
+            .bind(claim.token.to_hex())
+            .bind(DB::duration(claim.lease))
+            .bind(DB::duration(claim.ttl))
+    }
+
+    /// Runs a statement that acts on a claimed record: whether it still owned the record.
+    async fn on_owned<'c>(
+        query: Query<'_, DB>,
+        db: impl Executor<'c, Database = DB>,
+    ) -> StoreResult<Ownership> {
+        let done = query.execute(db).await.map_err(DB::classify)?;
+        Ok(if DB::rows_affected(&done) == 1 {
+            Ownership::Held
+        } else {
+            Ownership::Lost
+        })
+    }
+
+    pub(crate) async fn renew<'c>(
+        &self,
+        db: impl Executor<'c, Database = DB>,
+        claim: &Claim,
+    ) -> StoreResult<Ownership> {
+        let query = Self::owned(&self.renew, claim).bind(DB::duration(claim.lease));
+        Self::on_owned(query, db).await
+    }
+
+    pub(crate) async fn complete<'c>(
+        &self,
+        db: impl Executor<'c, Database = DB>,
+        claim: &Claim,
+        payload: &Payload,
+    ) -> StoreResult<Ownership> {
+        let (status, headers, body) = payload_columns(payload);
+        let query = Self::owned(&self.complete, claim)
+            .bind(status)
+            .bind(headers)
+            .bind(body)
+            .bind(DB::duration(claim.ttl));
+        Self::on_owned(query, db).await
+    }
+
+    pub(crate) async fn fail<'c>(
+        &self,
+        db: impl Executor<'c, Database = DB>,
+        claim: &Claim,
+    ) -> StoreResult<Ownership> {
+        Self::on_owned(Self::owned(&self.fail, claim), db).await
+    }
+
+    pub(crate) async fn release<'c>(
+        &self,
+        db: impl Executor<'c, Database = DB>,
+        claim: &Claim,
+    ) -> StoreResult<Ownership> {
+        Self::on_owned(Self::owned(&self.release, claim), db).await
+    }
+
+    pub(crate) async fn get<'c>(
+        &self,
+        db: impl Executor<'c, Database = DB>,
+        id: &RecordId,
+    ) -> StoreResult<Option<Record>> {
+        let row = Self::identified(&self.get, id)
+            .fetch_optional(db)
+            .await
+            .map_err(DB::classify)?;
+        row.map(|row| Self::record(&row)).transpose()
+    }
+
+    pub(crate) async fn purge<'c>(
+        &self,
+        db: impl Executor<'c, Database = DB>,
+        limit: usize,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(AssertSqlSafe(self.purge.clone()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .execute(db)
+            .await
+            .map_err(DB::classify)?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    /// The record in a row of `CLAIM` or `GET`; a row that does not decode is a permanent
+    /// error.
+    pub(crate) fn record(row: &DB::Row) -> StoreResult<Record> {
+        let lease_left: i64 = row.try_get(DB::LEASE_LEFT).map_err(DB::classify)?;
+        Columns {
+            fingerprint: row.try_get("request_fingerprint").map_err(DB::classify)?,
+            status: row.try_get("response_status").map_err(DB::classify)?,
+            headers: row.try_get("response_headers").map_err(DB::classify)?,
+            body: row.try_get("response_body").map_err(DB::classify)?,
+            lease_remaining: DB::lease_left(u64::try_from(lease_left).unwrap_or(0)),
+        }
+        .into_record()
+    }
+}
+
+/// A SQL store: its statements, where they run, and its claim. Every SQL store is an
+/// [`IdempotencyStore`] through this trait.
+pub trait SqlStore: Send + Sync + 'static {
+    /// The database.
+    type Db: Dialect;
+    /// A connection for one statement.
+    type Connection<'a>: DerefMut<Target = <Self::Db as Database>::Connection> + Send
+    where
+        Self: 'a;
+
+    /// The store's statements.
+    fn statements(&self) -> &Statements<Self::Db>;
+
+    /// A connection for the next statement.
+    fn connection(&self) -> impl Future<Output = StoreResult<Self::Connection<'_>>> + Send;
+
+    /// Ends a statement's use of `connection` with its result (a backend may close a
+    /// connection whose statement failed).
+    fn settle<T>(&self, connection: Self::Connection<'_>, result: StoreResult<T>)
+    -> StoreResult<T>;
+
+    /// Claims, or returns the standing record, as [`IdempotencyStore::claim`].
+    fn claim_key<'a>(
+        &'a self,
+        claim: &'a Claim,
+    ) -> impl Future<Output = StoreResult<ClaimOutcome>> + Send + 'a;
+}
+
+/// Runs one statement, `$db => $statement`, on a connection of `$store`, then settles it.
+macro_rules! on_connection {
+    ($store:expr, $db:ident => $statement:expr) => {{
+        let mut connection = $store.connection().await?;
+        let $db = &mut *connection;
+        let result = $statement.await;
+        $store.settle(connection, result)
+    }};
+}
+pub(crate) use on_connection;
+
+impl<S, DB> IdempotencyStore for S
+where
+    S: SqlStore<Db = DB>,
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> &'a [u8]: Encode<'a, DB> + Type<DB>,
+    String: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
+    Option<String>: for<'a> Encode<'a, DB>,
+    i64: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
+    i32: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
+    Vec<u8>: for<'a> Decode<'a, DB> + Type<DB>,
+{
+    fn claim<'a>(&'a self, claim: &'a Claim) -> Reply<'a, ClaimOutcome> {
+        Reply::pending(self.claim_key(claim))
+    }
+
+    fn renew<'a>(&'a self, claim: &'a Claim) -> Reply<'a, Ownership> {
+        Reply::pending(
+            async move { on_connection!(self, db => self.statements().renew(db, claim)) },
+        )
+    }
+
+    fn complete<'a>(&'a self, claim: &'a Claim, payload: &'a Arc<Payload>) -> Reply<'a, Ownership> {
+        Reply::pending(async move {
+            on_connection!(self, db => self.statements().complete(db, claim, payload))
+        })
+    }
+
+    fn fail<'a>(&'a self, claim: &'a Claim) -> Reply<'a, Ownership> {
+        Reply::pending(async move { on_connection!(self, db => self.statements().fail(db, claim)) })
+    }
+
+    fn release<'a>(&'a self, claim: &'a Claim) -> Reply<'a, Ownership> {
+        Reply::pending(
+            async move { on_connection!(self, db => self.statements().release(db, claim)) },
+        )
+    }
+
+    fn get<'a>(&'a self, id: &'a RecordId) -> Reply<'a, Option<Record>> {
+        Reply::pending(async move { on_connection!(self, db => self.statements().get(db, id)) })
+    }
+
+    fn purge(&self, limit: usize) -> Reply<'_, u64> {
+        Reply::pending(
+            async move { on_connection!(self, db => self.statements().purge(db, limit)) },
+        )
+    }
+}

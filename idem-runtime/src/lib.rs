@@ -78,6 +78,7 @@ mod stores;
 
 pub use engine::backoff::{Backoff, DurationError, Jitter, parse_duration};
 pub use engine::config::Config;
+pub use engine::execute::{Lendable, Lent};
 pub use engine::fingerprint::Fingerprint;
 pub use engine::handle::Store;
 pub use engine::key::{IdempotencyKey, KeyError, MAX_KEY_LEN, MIN_KEY_LEN};
@@ -88,7 +89,8 @@ pub use engine::record::{
     RecordState, Target,
 };
 pub use engine::store::{
-    BoxFuture, IdempotencyStore, Ownership, Reply, StoreError, StoreErrorKind, StoreResult,
+    BoxFuture, IdempotencyStore, Isolation, Ownership, Reply, StoreError, StoreErrorKind,
+    StoreResult, StoreTransaction,
 };
 pub use function::Error;
 #[cfg(feature = "tower")]
@@ -99,15 +101,15 @@ pub use http::problem::Problem;
 pub use http::request::{Fingerprinted, FingerprintedAllHeaders, HARD_BODY_LIMIT, RequestHead};
 #[cfg(feature = "axum")]
 pub use http::response::REPLAYED_HEADER;
-#[cfg(feature = "sqlite")]
-pub use stores::SqliteStore;
 #[cfg(feature = "postgres")]
-pub use stores::{CLAIM_ATTEMPTS, PostgresStore};
+pub use stores::{CLAIM_ATTEMPTS, PgTx, PostgresStore};
 pub use stores::{
     DEFAULT_MEMORY_CAPACITY, FailingStore, Failures, Gate, Hooked, MemoryStore, Op, StoreHook,
 };
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
-pub use stores::{DEFAULT_TABLE, InvalidTableName};
+pub use stores::{DEFAULT_TABLE, InvalidTableName, Tx};
+#[cfg(feature = "sqlite")]
+pub use stores::{SqliteStore, SqliteTx};
 
 pub use idem_macros::idempotent;
 
@@ -117,12 +119,42 @@ pub mod __private {
     pub use crate::engine::backoff::Backoff;
     pub use crate::engine::config::Config;
     pub use crate::engine::record::Target;
+    pub use crate::engine::store::Isolation;
     #[cfg(feature = "axum")]
-    pub use crate::http::handler::run;
+    pub use crate::http::handler::{run, run_transactional};
     #[cfg(feature = "axum")]
     pub use crate::http::request::{Fingerprinted, FingerprintedAllHeaders, RequestHead, Via};
     pub use axum_core::response::Response;
     pub use core::time::Duration;
+
+    /// A handle that can open a transactional handler's transaction: a `Store`, or anything
+    /// that derefs to one (its backend is checked when the first call runs).
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot open the transaction that `transactional` needs",
+        label = "not a `Store`",
+        note = "give `store` a `Store` built on a `PostgresStore` or a `SqliteStore`: a transactional handler's writes go to the store's own database"
+    )]
+    pub trait OpensTransactions {
+        /// The handle.
+        fn handle(&self) -> crate::Store;
+    }
+
+    impl OpensTransactions for crate::Store {
+        fn handle(&self) -> crate::Store {
+            self.clone()
+        }
+    }
+
+    impl<T: core::ops::Deref<Target = crate::Store>> OpensTransactions for T {
+        fn handle(&self) -> crate::Store {
+            (**self).clone()
+        }
+    }
+
+    /// An owned handle for a transactional handler.
+    pub fn transactional_store(store: &impl OpensTransactions) -> crate::Store {
+        store.handle()
+    }
 
     /// An owned handle from anything that derefs to a `Store`.
     pub fn store(store: &crate::Store) -> crate::Store {
@@ -143,7 +175,9 @@ pub mod __private {
     }
 
     /// Plain-function mode: the runtime entry and its helpers.
-    pub use crate::function::{Arguments, key, run as call};
+    pub use crate::function::{
+        Arguments, key, run as call, run_transactional as call_transactional,
+    };
 
     /// The handler name of a method: its `Self` type's name and the method's.
     pub fn method_target(self_type: &'static str, method: &'static str, scope: String) -> Target {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::engine::backoff::Backoff;
+use crate::engine::store::Isolation;
 
 /// Default number of attempts to persist a response.
 pub const DEFAULT_RETRIES: u32 = 5;
@@ -37,6 +38,7 @@ pub struct Config {
     optional: bool,
     max_stored_body: usize,
     store_timeout: Duration,
+    transactional: Option<Isolation>,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Config {
             optional: false,
             max_stored_body: DEFAULT_MAX_STORED_BODY,
             store_timeout: DEFAULT_STORE_TIMEOUT,
+            transactional: None,
         }
     }
 
@@ -108,6 +111,13 @@ impl Config {
         self
     }
 
+    /// Runs the work in a transaction on the store's database, at `isolation`: its writes and
+    /// the stored result commit together (docs/contract.md, "Transactional mode").
+    pub const fn transactional(mut self, isolation: Isolation) -> Self {
+        self.transactional = Some(isolation);
+        self
+    }
+
     /// See [`Config::retries`].
     pub const fn retries_value(&self) -> u32 {
         self.retries
@@ -135,6 +145,10 @@ impl Config {
     /// See [`Config::max_stored_body`].
     pub const fn max_stored_body_value(&self) -> usize {
         self.max_stored_body
+    }
+    /// See [`Config::transactional`].
+    pub const fn transactional_value(&self) -> Option<Isolation> {
+        self.transactional
     }
     /// See [`Config::store_timeout`].
     pub const fn store_timeout_value(&self) -> Duration {

@@ -18,7 +18,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -30,7 +30,7 @@ use crate::engine::metrics::{self, StoreOp};
 use crate::engine::outcome::Outcome;
 use crate::engine::persist;
 use crate::engine::record::Payload;
-use crate::engine::store::StoreError;
+use crate::engine::store::{Isolation, Ownership, StoreError, StoreTransaction};
 use crate::engine::timed::attempt;
 
 /// What the adapter makes of the work's output: the payload to keep, or a release, and in
@@ -58,13 +58,54 @@ pub(crate) enum Verdict<T> {
         /// When a retry is likely to find it done.
         retry_after: Duration,
     },
-    /// The store could not be reached to claim the key; nothing ran.
+    /// The store could not be reached to claim the key (or to open a transactional run's
+    /// transaction); nothing ran.
     Unavailable(StoreError),
+    /// A transactional run's commit failed, or found its claim taken over: none of its writes
+    /// happened, and the key is free to run again.
+    CommitFailed,
 }
 
-/// Runs one idempotent call: claims the job's key, decides, and runs `work` at most once
-/// per key under a renewed lease, storing or releasing what it settles on.
-pub(crate) async fn execute<T, W>(store: Store, job: Arc<Job>, work: W) -> Verdict<T>
+/// What the executor lends a transactional run's work: the transaction its writes go
+/// through, and where it is handed back when the work is done with it.
+pub struct Lent {
+    /// The transaction.
+    pub(crate) transaction: Box<dyn StoreTransaction>,
+    /// Where it is handed back.
+    pub(crate) back: TransactionSlot,
+}
+
+/// The work's own handle on its lent transaction (a backend's `Tx`), made from what the
+/// executor lends.
+pub trait Lendable: Sized + Send + 'static {
+    /// Takes the lent transaction; `None` when it is not this handle's kind (a Postgres `Tx`
+    /// for a store on SQLite), in which case the transaction is rolled back.
+    fn lend(lent: Lent) -> Option<Self>;
+}
+
+/// Where a lent transaction is handed back (the lender and the borrower both hold it).
+#[derive(Clone, Default)]
+pub(crate) struct TransactionSlot(Arc<Mutex<Option<Box<dyn StoreTransaction>>>>);
+
+impl TransactionSlot {
+    /// Hands a transaction back.
+    pub(crate) fn put(&self, transaction: Box<dyn StoreTransaction>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(transaction);
+    }
+
+    fn take(&self) -> Option<Box<dyn StoreTransaction>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// Runs one idempotent call: claims the job's key, decides, and runs the work at most once
+/// per key under a renewed lease, storing or releasing what it settles on. `work` is given
+/// the transaction of a transactional run, and nothing otherwise.
+pub(crate) async fn execute<T, W>(
+    store: Store,
+    job: Arc<Job>,
+    work: impl FnOnce(Option<Lent>) -> W,
+) -> Verdict<T>
 where
     W: Future<Output = Settle<T>>,
 {
@@ -93,8 +134,13 @@ where
     }
 }
 
-/// Runs the work while the store's lease keeper renews the claim, then stores or releases.
-async fn run<T, W>(store: &Store, job: &Arc<Job>, work: W) -> Verdict<T>
+/// Runs the work while the store's lease keeper renews the claim, then stores or releases:
+/// through the store, or, for a transactional run, in the work's own transaction.
+async fn run<T, W>(
+    store: &Store,
+    job: &Arc<Job>,
+    work: impl FnOnce(Option<Lent>) -> W,
+) -> Verdict<T>
 where
     W: Future<Output = Settle<T>>,
 {
@@ -102,21 +148,117 @@ where
     if held.yield_first {
         tokio::task::yield_now().await;
     }
-    let verdict = match AssertUnwindSafe(work).catch_unwind().await {
-        Ok(Settle::Keep(payload, answer)) => {
-            persist::persist(store, job, &payload).await;
-            Verdict::Ran(answer)
-        }
+    let lent = match job.settings.transactional {
+        None => None,
+        Some(isolation) => match begin(store, job, isolation).await {
+            Ok(transaction) => Some(Lent {
+                transaction,
+                back: TransactionSlot::default(),
+            }),
+            Err(error) => {
+                tracing::warn!(%error, "the transaction could not be opened; releasing the claim");
+                persist::release(store, job).await;
+                return Verdict::Unavailable(error);
+            }
+        },
+    };
+    let back = lent.as_ref().map(|lent| lent.back.clone());
+    let settled = AssertUnwindSafe(work(lent)).catch_unwind().await;
+    let transaction = back.and_then(|back| back.take());
+    let verdict = match settled {
+        Ok(Settle::Keep(payload, answer)) => match job.settings.transactional {
+            None => {
+                persist::persist(store, job, &payload).await;
+                Verdict::Ran(answer)
+            }
+            Some(_) => match commit(store, job, transaction, &payload).await {
+                true => Verdict::Ran(answer),
+                false => Verdict::CommitFailed,
+            },
+        },
         Ok(Settle::Release(answer)) => {
+            rollback(transaction).await;
             persist::release(store, job).await;
             Verdict::Ran(answer)
         }
         Err(panic) => {
             tracing::error!("the work panicked; releasing the claim");
+            rollback(transaction).await;
             persist::release(store, job).await;
             Verdict::Panicked(panic)
         }
     };
     drop(held);
     verdict
+}
+
+/// Opens a transactional run's transaction, bounded by the store timeout.
+async fn begin(
+    store: &Store,
+    job: &Job,
+    isolation: Isolation,
+) -> Result<Box<dyn StoreTransaction>, StoreError> {
+    let backend = store.backend();
+    let timeout = job.settings.store_timeout;
+    attempt(StoreOp::Begin, timeout, || match backend.begin(isolation) {
+        Some(reply) => reply,
+        None => {
+            tracing::error!(
+                "this store cannot open a transaction: `transactional` needs a store on a SQL database (PostgresStore, SqliteStore)"
+            );
+            crate::engine::store::Reply::Ready(Err(StoreError::permanent(
+                "this store cannot open a transaction",
+            )))
+        }
+    })
+    .await
+}
+
+/// Stores the payload in the work's transaction and commits; answers whether both happened.
+/// A commit is not retried: when it fails, nothing happened, and the claim is released.
+async fn commit(
+    store: &Store,
+    job: &Job,
+    transaction: Option<Box<dyn StoreTransaction>>,
+    payload: &Arc<Payload>,
+) -> bool {
+    let handler = &job.claim.id.handler;
+    let key_prefix = job.claim.id.key.prefix();
+    let Some(transaction) = transaction else {
+        tracing::error!(
+            key_prefix,
+            "the transaction was not handed back (the work kept its `Tx` beyond its run); nothing was committed"
+        );
+        metrics::storage_failure(handler);
+        persist::release(store, job).await;
+        return false;
+    };
+    let started = tokio::time::Instant::now();
+    let committed = transaction.commit(&job.claim, payload).await;
+    metrics::store_time(StoreOp::Commit, started.elapsed());
+    match committed {
+        Ok(Ownership::Held) => true,
+        Ok(Ownership::Lost) => {
+            tracing::warn!(
+                key_prefix,
+                "the claim was taken over while the work ran (its lease expired); its transaction was rolled back"
+            );
+            false
+        }
+        Err(error) => {
+            metrics::storage_failure(handler);
+            tracing::error!(key_prefix, %error, "the transaction could not be committed; none of its writes happened, and the key is free to run again");
+            persist::release(store, job).await;
+            false
+        }
+    }
+}
+
+/// Rolls back a transaction the work handed back, if any (one it kept rolls back when dropped).
+async fn rollback(transaction: Option<Box<dyn StoreTransaction>>) {
+    if let Some(transaction) = transaction
+        && let Err(error) = transaction.rollback().await
+    {
+        tracing::warn!(%error, "the transaction could not be rolled back; the database ends it with the connection");
+    }
 }

@@ -8,6 +8,7 @@ use crate::engine::config::Config;
 use crate::engine::fingerprint::Fingerprint;
 use crate::engine::key::IdempotencyKey;
 use crate::engine::record::{Claim, OwnerToken, RecordId, Target};
+use crate::engine::store::Isolation;
 
 /// The settings of one call, after the store's process-wide overrides.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +18,7 @@ pub(crate) struct Settings {
     pub lease: Duration,
     pub ttl: Duration,
     pub store_timeout: Duration,
+    pub transactional: Option<Isolation>,
 }
 
 /// A store handle's process-wide overrides of every handler's settings.
@@ -34,6 +36,7 @@ impl Settings {
             lease: overrides.lease.unwrap_or(config.lease_value()),
             ttl: config.ttl_value(),
             store_timeout: config.store_timeout_value(),
+            transactional: config.transactional_value(),
         }
     }
 }

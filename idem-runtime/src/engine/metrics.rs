@@ -39,6 +39,8 @@ pub(crate) enum StoreOp {
     Fail,
     Release,
     Renew,
+    Begin,
+    Commit,
 }
 
 impl StoreOp {
@@ -49,6 +51,8 @@ impl StoreOp {
             StoreOp::Fail => "fail",
             StoreOp::Release => "release",
             StoreOp::Renew => "renew",
+            StoreOp::Begin => "begin",
+            StoreOp::Commit => "commit",
         }
     }
 
@@ -58,12 +62,16 @@ impl StoreOp {
         static FAIL: [Label; 1] = [Label::from_static_parts("op", StoreOp::Fail.label())];
         static RELEASE: [Label; 1] = [Label::from_static_parts("op", StoreOp::Release.label())];
         static RENEW: [Label; 1] = [Label::from_static_parts("op", StoreOp::Renew.label())];
-        static KEYS: [Key; 5] = [
+        static BEGIN: [Label; 1] = [Label::from_static_parts("op", StoreOp::Begin.label())];
+        static COMMIT: [Label; 1] = [Label::from_static_parts("op", StoreOp::Commit.label())];
+        static KEYS: [Key; 7] = [
             Key::from_static_parts(STORE_SECONDS, &CLAIM),
             Key::from_static_parts(STORE_SECONDS, &COMPLETE),
             Key::from_static_parts(STORE_SECONDS, &FAIL),
             Key::from_static_parts(STORE_SECONDS, &RELEASE),
             Key::from_static_parts(STORE_SECONDS, &RENEW),
+            Key::from_static_parts(STORE_SECONDS, &BEGIN),
+            Key::from_static_parts(STORE_SECONDS, &COMMIT),
         ];
         &KEYS[self as usize]
     }

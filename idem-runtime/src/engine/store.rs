@@ -9,6 +9,7 @@
 //! [`Reply::Pending`] with a future to wait for. Either way it is the one path for that
 //! operation, and a wrapper such as [`FailingStore`](crate::FailingStore) sees every call.
 
+use std::any::Any;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::{Future, IntoFuture};
@@ -119,7 +120,8 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     /// Marks the record FAILED_STORAGE: the work ran, its payload is lost.
     fn fail<'a>(&'a self, claim: &'a Claim) -> Reply<'a, Ownership>;
 
-    /// Deletes the claimed record, so that a retry runs the work again.
+    /// Deletes the claimed record while it is in progress, so that a retry runs the work
+    /// again (a record already completed under the claim is kept).
     fn release<'a>(&'a self, claim: &'a Claim) -> Reply<'a, Ownership>;
 
     /// Reads a record; expired records read as `None`. For inspection and tests: the request
@@ -128,6 +130,45 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 
     /// Deletes up to `limit` expired records and answers how many it deleted.
     fn purge(&self, limit: usize) -> Reply<'_, u64>;
+
+    /// Opens a transaction on the store's own database, for a transactional run; `None` when
+    /// the store has no database to share (the memory store).
+    fn begin(&self, isolation: Isolation) -> Option<Reply<'_, Box<dyn StoreTransaction>>> {
+        let _ = isolation;
+        None
+    }
+}
+
+/// A transaction on the store's own database, opened for one transactional run: the work's
+/// writes go through it, and the payload is stored in it, so that both commit or neither.
+pub trait StoreTransaction: Send + 'static {
+    /// Stores the payload under the claim in this transaction, fenced by its owner token, and
+    /// commits. [`Ownership::Lost`]: the claim was taken over, and nothing was committed.
+    fn commit<'a>(
+        self: Box<Self>,
+        claim: &'a Claim,
+        payload: &'a Arc<Payload>,
+    ) -> BoxFuture<'a, StoreResult<Ownership>>;
+
+    /// Rolls the transaction back: none of the work's writes happened.
+    fn rollback(self: Box<Self>) -> BoxFuture<'static, StoreResult<()>>;
+
+    /// The backend's own transaction type, for the adapter that lends it to the work.
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+/// The isolation level of a transactional run's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// The database's default (Postgres: READ COMMITTED; SQLite: SERIALIZABLE).
+    #[default]
+    Default,
+    /// READ COMMITTED.
+    ReadCommitted,
+    /// REPEATABLE READ.
+    RepeatableRead,
+    /// SERIALIZABLE.
+    Serializable,
 }
 
 /// A shared store is a store, so `Store::new(arc.clone())` keeps a handle for the test.
@@ -152,6 +193,9 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
     }
     fn purge(&self, limit: usize) -> Reply<'_, u64> {
         (**self).purge(limit)
+    }
+    fn begin(&self, isolation: Isolation) -> Option<Reply<'_, Box<dyn StoreTransaction>>> {
+        (**self).begin(isolation)
     }
 }
 

@@ -65,6 +65,10 @@ pub enum Error {
     /// The store could not be reached to claim the key; the function did not run. Retry.
     #[error("the idempotency store is unavailable, so the call did not run: {0}")]
     StoreUnavailable(#[source] StoreError),
+    /// A transactional call's commit failed (or found its claim taken over): none of its writes
+    /// happened and nothing was stored. Retry.
+    #[error("the call's transaction could not be committed, so none of its writes happened; retry")]
+    CommitFailed,
     /// The key's result is stored but no longer reads as the function's `Ok` type (did the
     /// type change since?). The function already ran once under this key, so it does not
     /// run again; the record expires with its ttl.
@@ -81,7 +85,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Conflict { retry_after } => Some(*retry_after),
-            Error::StoreUnavailable(_) => Some(Duration::from_secs(1)),
+            Error::StoreUnavailable(_) | Error::CommitFailed => Some(Duration::from_secs(1)),
             Error::InvalidKey(_) | Error::Arguments(_) | Error::Mismatch | Error::Undecodable => {
                 None
             }

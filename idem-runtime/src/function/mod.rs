@@ -35,7 +35,7 @@ use tracing::Instrument;
 pub use error::Error;
 
 use crate::engine::config::Config;
-use crate::engine::execute::{Settle, Verdict, execute};
+use crate::engine::execute::{Lendable, Lent, Settle, Verdict, execute};
 use crate::engine::fingerprint::Fingerprint;
 use crate::engine::handle::Store;
 use crate::engine::job::Job;
@@ -43,6 +43,7 @@ use crate::engine::key::{IdempotencyKey, KeyError};
 use crate::engine::metrics;
 use crate::engine::outcome::Outcome;
 use crate::engine::record::{Payload, Target};
+use crate::engine::store::StoreError;
 
 /// The return type of an idempotent function: `Result<T, E>` whose `T` can be stored and
 /// whose `E` can carry an [`Error`]. Implemented for every such `Result`.
@@ -186,30 +187,57 @@ where
     R: CallResult,
     F: Future<Output = R>,
 {
-    let result = call(
-        store,
-        config,
-        target,
-        key,
-        arguments,
-        body.map(R::into_result),
-    )
-    .await;
-    R::from_result(result)
+    let limit = config.max_stored_body_value();
+    let work = move |_| settle(body.map(R::into_result), limit);
+    R::from_result(call(store, config, target, key, arguments, work).await)
 }
 
-async fn call<T, E, F>(
+/// [`run`] for a transactional function (`#[idempotent(key = "...", transactional)]`): `body`
+/// is called with its `Tx`, a transaction on the store's database opened after the claim, and
+/// its writes commit together with the stored result, or not at all.
+pub async fn run_transactional<L, R, C, F>(
     store: Store,
     config: &Config,
     target: Target,
     key: Result<IdempotencyKey, KeyError>,
     arguments: Arguments,
-    body: F,
+    body: C,
+) -> R
+where
+    L: Lendable,
+    R: CallResult,
+    C: FnOnce(L) -> F,
+    F: Future<Output = R>,
+{
+    let limit = config.max_stored_body_value();
+    let work = move |lent: Option<Lent>| async move {
+        match lent.and_then(L::lend) {
+            Some(tx) => settle(body(tx).map(R::into_result), limit).await,
+            None => {
+                tracing::error!(
+                    "the function's `Tx` is not for this store's database; nothing ran"
+                );
+                let error =
+                    StoreError::permanent("the function's `Tx` is not for this store's database");
+                Settle::Release(Err(Error::StoreUnavailable(error).into()))
+            }
+        }
+    };
+    R::from_result(call(store, config, target, key, arguments, work).await)
+}
+
+async fn call<T, E, W>(
+    store: Store,
+    config: &Config,
+    target: Target,
+    key: Result<IdempotencyKey, KeyError>,
+    arguments: Arguments,
+    work: impl FnOnce(Option<Lent>) -> W,
 ) -> Result<T, E>
 where
     T: Storable,
     E: From<Error>,
-    F: Future<Output = Result<T, E>>,
+    W: Future<Output = Settle<Result<T, E>>>,
 {
     let key = match key {
         Ok(key) => key,
@@ -224,7 +252,6 @@ where
     let span =
         tracing::info_span!("idempotent", handler = %target.handler, key_prefix = key.prefix());
     let job = Job::new(config, store.overrides(), target, key, fingerprint);
-    let work = settle(body, config.max_stored_body_value());
     match execute(store, job, work).instrument(span).await {
         Verdict::Ran(result) => result,
         Verdict::Panicked(panic) => std::panic::resume_unwind(panic),
@@ -232,6 +259,7 @@ where
         Verdict::Mismatch => Err(Error::Mismatch.into()),
         Verdict::Conflict { retry_after } => Err(Error::Conflict { retry_after }.into()),
         Verdict::Unavailable(error) => Err(Error::StoreUnavailable(error).into()),
+        Verdict::CommitFailed => Err(Error::CommitFailed.into()),
     }
 }
 

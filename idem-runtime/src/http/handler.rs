@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use futures_util::future::Either;
 use tracing::Instrument;
 
 use crate::engine::config::Config;
-use crate::engine::execute::{Settle, Verdict, execute};
+use crate::engine::execute::{Lendable, Settle, Verdict, execute};
 use crate::engine::handle::Store;
 use crate::engine::job::Job;
 use crate::engine::key::KeyError;
@@ -26,7 +27,7 @@ use crate::http::problem::Problem;
 use crate::http::request::RequestHead;
 use crate::http::response::{self, Captured};
 
-/// Runs one idempotent HTTP request: the single entry point that `#[idempotent]` calls.
+/// Runs one idempotent HTTP request: the entry point that `#[idempotent]` calls.
 ///
 /// `handler` is the handler's body as a future; it runs at most once per key and is never
 /// cancelled halfway: if the client hangs up, the request moves into a task of its own and
@@ -43,26 +44,99 @@ where
     F: Future + Send + 'static,
     F::Output: IntoResponse,
 {
+    let limit = config.max_stored_body_value();
+    match prepare(&store, config, target, head) {
+        Prepared::Unguarded => Either::Left(Either::Left(handler.map(IntoResponse::into_response))),
+        Prepared::Refused(response) => Either::Left(Either::Right(std::future::ready(response))),
+        Prepared::Job(job, span) => Either::Right(detach(
+            execute(store, job, move |_| respond(handler, limit)),
+            span,
+        )),
+    }
+}
+
+/// [`run`] for a transactional handler (`#[idempotent(transactional)]`): `handler` is called
+/// with its `Tx`, a transaction on the store's database opened after the claim, and its writes
+/// commit together with the stored response, or not at all (docs/contract.md, "Transactional
+/// mode").
+pub fn run_transactional<L, C, F>(
+    store: Store,
+    config: &Config,
+    target: Target,
+    head: RequestHead,
+    handler: C,
+) -> impl Future<Output = Response> + Send + use<L, C, F>
+where
+    L: Lendable,
+    C: FnOnce(L) -> F + Send + 'static,
+    F: Future + Send + 'static,
+    F::Output: IntoResponse,
+{
+    let limit = config.max_stored_body_value();
+    // A transactional handler always has a key: the attribute refuses `optional` with it.
+    let prepared = match prepare(&store, config, target, head) {
+        Prepared::Unguarded => Prepared::Refused(problem(Outcome::MissingKey, None, None)),
+        prepared => prepared,
+    };
+    match prepared {
+        Prepared::Job(job, span) => Either::Right(detach(
+            execute(store, job, move |lent| async move {
+                match lent.and_then(L::lend) {
+                    Some(tx) => respond(handler(tx), limit).await,
+                    None => {
+                        tracing::error!(
+                            "the handler's `Tx` is not for this store's database; nothing ran"
+                        );
+                        Settle::Release(Problem::HandlerPanicked.response(None, None))
+                    }
+                }
+            }),
+            span,
+        )),
+        Prepared::Refused(response) => Either::Left(std::future::ready(response)),
+        Prepared::Unguarded => {
+            Either::Left(std::future::ready(problem(Outcome::MissingKey, None, None)))
+        }
+    }
+}
+
+/// What a request's key makes of it.
+enum Prepared {
+    /// No key, and the handler's key is optional: it runs with no idempotency at all.
+    Unguarded,
+    /// Answered before any store access (a missing or invalid key).
+    Refused(Response),
+    /// An idempotent call to run, in its span.
+    Job(Arc<Job>, tracing::Span),
+}
+
+/// Reads and checks the key (counting a refusal), and prepares the claim.
+fn prepare(store: &Store, config: &Config, target: Target, head: RequestHead) -> Prepared {
     let (key, fingerprint) = head.key(config.header_value());
     let key = match key {
         Ok(key) => key,
-        Err(KeyError::Missing) if config.optional_value() => {
-            return Either::Left(Either::Left(handler.map(IntoResponse::into_response)));
-        }
+        Err(KeyError::Missing) if config.optional_value() => return Prepared::Unguarded,
         Err(error) => {
             let outcome = Outcome::from(&error);
             metrics::outcome(&target.handler, outcome);
             let detail = (!error.is_missing()).then(|| error.to_string());
-            let response = problem(outcome, detail.as_deref(), None);
-            return Either::Left(Either::Right(std::future::ready(response)));
+            return Prepared::Refused(problem(outcome, detail.as_deref(), None));
         }
     };
     let span =
         tracing::info_span!("idempotent", handler = %target.handler, key_prefix = key.prefix());
-    let job = Job::new(config, store.overrides(), target, key, fingerprint);
-    let work = respond(handler, config.max_stored_body_value());
-    let call = execute(store, job, work).map(answer);
-    Either::Right(Detach(Some(Box::pin(call.instrument(span)))))
+    Prepared::Job(
+        Job::new(config, store.overrides(), target, key, fingerprint),
+        span,
+    )
+}
+
+/// The executor's run as the request's answer, in its span, detached if the client hangs up.
+fn detach(
+    call: impl Future<Output = Verdict<Response>> + Send + 'static,
+    span: tracing::Span,
+) -> impl Future<Output = Response> + Send {
+    Detach(Some(Box::pin(call.map(answer).instrument(span))))
 }
 
 /// The handler's run as the executor's work: its response captured and kept, or released when
@@ -109,6 +183,7 @@ fn answer(verdict: Verdict<Response>) -> Response {
             None,
             Some(Duration::from_secs(1)),
         ),
+        Verdict::CommitFailed => Problem::CommitFailed.response(None, Some(Duration::from_secs(1))),
     }
 }
 

@@ -24,6 +24,8 @@ pub enum Problem {
     Conflict,
     /// 503: the store is unreachable.
     StoreUnavailable,
+    /// 503: a transactional handler's commit failed; none of its writes happened.
+    CommitFailed,
     /// 500: the handler panicked.
     HandlerPanicked,
     /// 413: the request body is over the application's body limit (axum's `DefaultBodyLimit`,
@@ -84,6 +86,12 @@ impl Problem {
                 slug: "store-unavailable",
                 title: "Idempotency store unavailable",
                 detail: "The request was not processed because its idempotency key could not be recorded. Retry with the same key.",
+            },
+            Problem::CommitFailed => Row {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                slug: "commit-failed",
+                title: "The request's transaction could not be committed",
+                detail: "None of the request's writes happened and nothing was stored for its idempotency key. Retry with the same key.",
             },
             Problem::HandlerPanicked => Row {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -155,6 +163,7 @@ mod tests {
             Problem::Mismatch,
             Problem::Conflict,
             Problem::StoreUnavailable,
+            Problem::CommitFailed,
             Problem::HandlerPanicked,
             Problem::BodyTooLarge,
             Problem::BodyUnreadable,

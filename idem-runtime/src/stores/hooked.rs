@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use crate::engine::record::{Claim, ClaimOutcome, Payload, Record, RecordId};
-use crate::engine::store::{IdempotencyStore, Ownership, Reply, StoreError};
+use crate::engine::store::{
+    IdempotencyStore, Isolation, Ownership, Reply, StoreError, StoreTransaction,
+};
 
 /// A store operation, as a hook sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,11 +26,13 @@ pub enum Op {
     Get,
     /// [`IdempotencyStore::purge`]
     Purge,
+    /// [`IdempotencyStore::begin`]
+    Begin,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; 8] = [
         Op::Claim,
         Op::Renew,
         Op::Complete,
@@ -36,6 +40,7 @@ impl Op {
         Op::Release,
         Op::Get,
         Op::Purge,
+        Op::Begin,
     ];
 }
 
@@ -139,5 +144,9 @@ impl<S: IdempotencyStore, H: StoreHook> IdempotencyStore for Hooked<S, H> {
     }
     fn purge(&self, limit: usize) -> Reply<'_, u64> {
         self.gate(Op::Purge, || self.inner.purge(limit))
+    }
+    fn begin(&self, isolation: Isolation) -> Option<Reply<'_, Box<dyn StoreTransaction>>> {
+        let reply = self.inner.begin(isolation)?;
+        Some(self.gate(Op::Begin, || reply))
     }
 }

@@ -240,7 +240,10 @@ impl IdempotencyStore for MemoryStore {
     fn release<'a>(&'a self, claim: &'a Claim) -> Reply<'a, Ownership> {
         let (hash, mut shard) = self.shard(&claim.id);
         let owned = match shard.find_entry(hash, |slot| slot.is(hash, &claim.id)) {
-            Ok(slot) if slot.get().record.entry.token == claim.token => {
+            Ok(slot)
+                if slot.get().record.entry.token == claim.token
+                    && matches!(slot.get().record.entry.state, State::InProgress) =>
+            {
                 slot.remove();
                 Ownership::Held
             }

@@ -11,8 +11,12 @@ pub use failing::{FailingStore, Failures};
 pub use hooked::{Gate, Hooked, Op, StoreHook};
 pub use memory::{DEFAULT_MEMORY_CAPACITY, MemoryStore};
 #[cfg(feature = "postgres")]
+pub use sql::PgTx;
+#[cfg(feature = "sqlite")]
+pub use sql::SqliteTx;
+#[cfg(feature = "postgres")]
 pub use sql::postgres::{CLAIM_ATTEMPTS, PostgresStore};
 #[cfg(feature = "sqlite")]
 pub use sql::sqlite::SqliteStore;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
-pub use sql::{DEFAULT_TABLE, InvalidTableName};
+pub use sql::{DEFAULT_TABLE, InvalidTableName, Tx};

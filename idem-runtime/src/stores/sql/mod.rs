@@ -21,9 +21,15 @@ mod properties;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 mod statements;
+mod tx;
 
 pub(crate) use statements::{Dialect, SqlStore};
 pub(crate) use statements::{Statements, on_connection};
+#[cfg(feature = "postgres")]
+pub use tx::PgTx;
+#[cfg(feature = "sqlite")]
+pub use tx::SqliteTx;
+pub use tx::Tx;
 
 /// The table SQL stores use unless told otherwise (`docs/contract.md`, "4. Records").
 pub const DEFAULT_TABLE: &str = "idempotency_keys";

@@ -35,6 +35,7 @@ use super::{
     on_connection, postgres_code_is_transient,
 };
 use crate::engine::record::{Claim, ClaimOutcome, Record};
+use crate::engine::store::Isolation;
 use crate::engine::store::{StoreError, StoreResult};
 
 /// The migrations, in order; each is idempotent and runs on every [`PostgresStore::migrate`].
@@ -109,7 +110,8 @@ WHERE scope = $1 AND handler = $2 AND idempotency_key = $3 AND owner_token = $4"
 
     const RELEASE: &'static str = "
 DELETE FROM {table}
-WHERE scope = $1 AND handler = $2 AND idempotency_key = $3 AND owner_token = $4";
+WHERE scope = $1 AND handler = $2 AND idempotency_key = $3 AND owner_token = $4
+  AND response_status IS NULL";
 
     const GET: &'static str = "
 SELECT request_fingerprint, response_status, response_headers, response_body,
@@ -131,6 +133,15 @@ WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE expires_at <= now()
 
     fn lease_left(number: u64) -> Duration {
         Duration::from_micros(number)
+    }
+
+    fn begin(isolation: Isolation) -> Option<&'static str> {
+        match isolation {
+            Isolation::Default => None,
+            Isolation::ReadCommitted => Some("BEGIN ISOLATION LEVEL READ COMMITTED"),
+            Isolation::RepeatableRead => Some("BEGIN ISOLATION LEVEL REPEATABLE READ"),
+            Isolation::Serializable => Some("BEGIN ISOLATION LEVEL SERIALIZABLE"),
+        }
     }
 
     fn code_is_transient(code: &str) -> bool {
@@ -326,8 +337,12 @@ impl SqlStore for PostgresStore {
     type Db = Postgres;
     type Connection<'a> = PgConnectionFor<'a>;
 
-    fn statements(&self) -> &Statements<Postgres> {
+    fn statements(&self) -> &Arc<Statements<Postgres>> {
         &self.sql
+    }
+
+    fn pool(&self) -> &sqlx::Pool<Postgres> {
+        &self.pool
     }
 
     /// One of the store's own connections when it has them, else one from its pool.

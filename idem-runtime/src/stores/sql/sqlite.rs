@@ -26,6 +26,7 @@ use super::{
     on_connection, sqlite_code_is_transient,
 };
 use crate::engine::record::{Claim, ClaimOutcome};
+use crate::engine::store::Isolation;
 use crate::engine::store::StoreResult;
 
 /// The migrations, in order; each is idempotent and runs on every [`SqliteStore::migrate`].
@@ -81,7 +82,8 @@ WHERE scope = ?1 AND handler = ?2 AND idempotency_key = ?3 AND owner_token = ?4"
 
     const RELEASE: &'static str = "
 DELETE FROM {table}
-WHERE scope = ?1 AND handler = ?2 AND idempotency_key = ?3 AND owner_token = ?4";
+WHERE scope = ?1 AND handler = ?2 AND idempotency_key = ?3 AND owner_token = ?4
+  AND response_status IS NULL";
 
     const GET: &'static str = "
 SELECT request_fingerprint, response_status, response_headers, response_body,
@@ -106,6 +108,11 @@ WHERE rowid IN (SELECT rowid FROM {table} WHERE expires_at <= {now} LIMIT ?1)";
 
     fn lease_left(number: u64) -> Duration {
         Duration::from_millis(number)
+    }
+
+    /// SQLite's transactions are serializable whatever is asked: one writer at a time.
+    fn begin(_: Isolation) -> Option<&'static str> {
+        None
     }
 
     fn code_is_transient(code: &str) -> bool {
@@ -215,8 +222,12 @@ impl SqlStore for SqliteStore {
     type Db = Sqlite;
     type Connection<'a> = PoolConnection<Sqlite>;
 
-    fn statements(&self) -> &Statements<Sqlite> {
+    fn statements(&self) -> &Arc<Statements<Sqlite>> {
         &self.sql
+    }
+
+    fn pool(&self) -> &sqlx::Pool<Sqlite> {
+        &self.pool
     }
 
     async fn connection(&self) -> StoreResult<PoolConnection<Sqlite>> {

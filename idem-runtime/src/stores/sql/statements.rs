@@ -5,6 +5,7 @@
 //! and implements [`SqlStore`]: where a statement runs, and its own claim. Everything else,
 //! one statement and one round trip per step, is here.
 
+use std::any::Any;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::DerefMut;
@@ -17,7 +18,10 @@ use sqlx::{
 
 use super::{Columns, TableName, payload_columns};
 use crate::engine::record::{Claim, ClaimOutcome, Payload, Record, RecordId};
-use crate::engine::store::{IdempotencyStore, Ownership, Reply, StoreError, StoreResult};
+use crate::engine::store::{
+    BoxFuture, IdempotencyStore, Isolation, Ownership, Reply, StoreError, StoreResult,
+    StoreTransaction,
+};
 
 /// What differs between the SQL databases in the shared statements.
 ///
@@ -33,7 +37,7 @@ pub trait Dialect: Database {
     const COMPLETE: &'static str;
     /// Marks the record FAILED_STORAGE.
     const FAIL: &'static str;
-    /// Deletes the claimed record.
+    /// Deletes the claimed record while it is in progress.
     const RELEASE: &'static str;
     /// Reads a live record.
     const GET: &'static str;
@@ -41,6 +45,10 @@ pub trait Dialect: Database {
     const PURGE: &'static str;
     /// The column in which `CLAIM` and `GET` return the lease left.
     const LEASE_LEFT: &'static str;
+
+    /// The statement that opens a transaction at `isolation`; `None` for the database's
+    /// plain `BEGIN`.
+    fn begin(isolation: Isolation) -> Option<&'static str>;
 
     /// The statement text of a template for `table` (SQLite also writes in its clock there).
     fn fill(table: &TableName, template: &str) -> String {
@@ -72,6 +80,8 @@ pub struct Statements<DB> {
     claim: Arc<str>,
     renew: Arc<str>,
     complete: Arc<str>,
+    /// `complete`, in a transactional run's transaction: only while the claim is in progress.
+    complete_in_progress: Arc<str>,
     fail: Arc<str>,
     release: Arc<str>,
     get: Arc<str>,
@@ -99,6 +109,10 @@ where
             claim: fill(DB::CLAIM),
             renew: fill(DB::RENEW),
             complete: fill(DB::COMPLETE),
+            complete_in_progress: fill(&format!(
+                "{} AND response_status IS NULL",
+                DB::COMPLETE.trim_end()
+            )),
             fail: fill(DB::FAIL),
             release: fill(DB::RELEASE),
             get: fill(DB::GET),
@@ -158,8 +172,30 @@ where
         claim: &Claim,
         payload: &Payload,
     ) -> StoreResult<Ownership> {
+        self.complete_with(&self.complete, db, claim, payload).await
+    }
+
+    /// Stores the payload in a transactional run's transaction, if the claim is still in
+    /// progress and its own.
+    pub(crate) async fn complete_in_progress<'c>(
+        &self,
+        db: impl Executor<'c, Database = DB>,
+        claim: &Claim,
+        payload: &Payload,
+    ) -> StoreResult<Ownership> {
+        self.complete_with(&self.complete_in_progress, db, claim, payload)
+            .await
+    }
+
+    async fn complete_with<'c>(
+        &self,
+        statement: &Arc<str>,
+        db: impl Executor<'c, Database = DB>,
+        claim: &Claim,
+        payload: &Payload,
+    ) -> StoreResult<Ownership> {
         let (status, headers, body) = payload_columns(payload);
-        let query = Self::owned(&self.complete, claim)
+        let query = Self::owned(statement, claim)
             .bind(status)
             .bind(headers)
             .bind(body)
@@ -234,7 +270,7 @@ pub trait SqlStore: Send + Sync + 'static {
         Self: 'a;
 
     /// The store's statements.
-    fn statements(&self) -> &Statements<Self::Db>;
+    fn statements(&self) -> &Arc<Statements<Self::Db>>;
 
     /// A connection for the next statement.
     fn connection(&self) -> impl Future<Output = StoreResult<Self::Connection<'_>>> + Send;
@@ -243,6 +279,9 @@ pub trait SqlStore: Send + Sync + 'static {
     /// connection whose statement failed).
     fn settle<T>(&self, connection: Self::Connection<'_>, result: StoreResult<T>)
     -> StoreResult<T>;
+
+    /// The pool a transactional run's transaction is opened on.
+    fn pool(&self) -> &sqlx::Pool<Self::Db>;
 
     /// Claims, or returns the standing record, as [`IdempotencyStore::claim`].
     fn claim_key<'a>(
@@ -266,6 +305,7 @@ impl<S, DB> IdempotencyStore for S
 where
     S: SqlStore<Db = DB>,
     DB: Dialect,
+    Statements<DB>: Finish<DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
@@ -310,5 +350,99 @@ where
         Reply::pending(
             async move { on_connection!(self, db => self.statements().purge(db, limit)) },
         )
+    }
+
+    fn begin(&self, isolation: Isolation) -> Option<Reply<'_, Box<dyn StoreTransaction>>> {
+        Some(Reply::pending(async move {
+            let pool = self.pool();
+            let transaction = match DB::begin(isolation) {
+                Some(statement) => pool.begin_with(statement).await,
+                None => pool.begin().await,
+            }
+            .map_err(DB::classify)?;
+            let statements: Arc<dyn Finish<DB>> = self.statements().clone();
+            Ok(Box::new(SqlTransaction {
+                transaction,
+                statements,
+            }) as Box<dyn StoreTransaction>)
+        }))
+    }
+}
+
+/// The one statement a transactional run's transaction needs of its store's, without the
+/// store's bounds on the database's types.
+pub(crate) trait Finish<DB: Database>: Send + Sync + 'static {
+    /// Stores the payload on `connection` while the claim is in progress and its own.
+    fn complete_in_progress<'a>(
+        &'a self,
+        connection: &'a mut DB::Connection,
+        claim: &'a Claim,
+        payload: &'a Payload,
+    ) -> BoxFuture<'a, StoreResult<Ownership>>;
+}
+
+impl<DB> Finish<DB> for Statements<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> &'a [u8]: Encode<'a, DB> + Type<DB>,
+    String: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
+    Option<String>: for<'a> Encode<'a, DB>,
+    i64: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
+    i32: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
+    Vec<u8>: for<'a> Decode<'a, DB> + Type<DB>,
+{
+    fn complete_in_progress<'a>(
+        &'a self,
+        connection: &'a mut DB::Connection,
+        claim: &'a Claim,
+        payload: &'a Payload,
+    ) -> BoxFuture<'a, StoreResult<Ownership>> {
+        Box::pin(Statements::complete_in_progress(
+            self, connection, claim, payload,
+        ))
+    }
+}
+
+/// A transactional run's transaction on a SQL store: what the executor holds, and what the
+/// work's [`Tx`](super::tx::Tx) borrows.
+pub(crate) struct SqlTransaction<DB: Database> {
+    pub(crate) transaction: sqlx::Transaction<'static, DB>,
+    statements: Arc<dyn Finish<DB>>,
+}
+
+impl<DB: Database> StoreTransaction for SqlTransaction<DB>
+where
+    DB: Dialect,
+{
+    fn commit<'a>(
+        self: Box<Self>,
+        claim: &'a Claim,
+        payload: &'a Arc<Payload>,
+    ) -> BoxFuture<'a, StoreResult<Ownership>> {
+        Box::pin(async move {
+            let SqlTransaction {
+                mut transaction,
+                statements,
+            } = *self;
+            let owned = statements
+                .complete_in_progress(&mut transaction, claim, payload)
+                .await?;
+            match owned {
+                Ownership::Held => transaction.commit().await.map_err(DB::classify)?,
+                Ownership::Lost => transaction.rollback().await.map_err(DB::classify)?,
+            }
+            Ok(owned)
+        })
+    }
+
+    fn rollback(self: Box<Self>) -> BoxFuture<'static, StoreResult<()>> {
+        Box::pin(async move { self.transaction.rollback().await.map_err(DB::classify) })
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
     }
 }

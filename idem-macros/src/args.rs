@@ -8,9 +8,10 @@ use syn::parse::{Parse, ParseStream};
 use syn::{Error, Expr, ExprLit, Ident, Lit, LitBool, LitStr, Path, Token};
 
 use crate::duration::{parse_backoff, parse_duration};
+use crate::transactional::Isolation;
 
 /// Every argument: its name, what its value is, and an example of one (for messages).
-const ARGUMENTS: [(&str, &str, &str); 10] = [
+const ARGUMENTS: [(&str, &str, &str); 12] = [
     (
         "store",
         "a Rust expression, bare or in a string",
@@ -32,6 +33,8 @@ const ARGUMENTS: [(&str, &str, &str); 10] = [
         "user.tenant_id",
     ),
     ("key", "a Rust expression, bare or in a string", "job.id"),
+    ("transactional", "nothing (a bare flag) or a bool", "true"),
+    ("isolation", "a string isolation level", "\"serializable\""),
     ("crate", "a string path", "\"::idem_runtime\""),
 ];
 
@@ -63,6 +66,9 @@ pub(crate) struct Args {
     pub scope: Option<Expr>,
     /// Plain-function mode: the key comes from this expression over the arguments.
     pub key: Option<Spanned<Expr>>,
+    /// Transactional mode, on or off as written, at the argument's name.
+    pub transactional: Option<Spanned<bool>>,
+    pub isolation: Option<Spanned<Isolation>>,
     pub krate: Option<Path>,
 }
 
@@ -89,6 +95,17 @@ impl Parse for Args {
                 ));
             }
             seen.push(text.clone());
+            // The one flag: `transactional` alone means `transactional = true`.
+            if text == "transactional" && (input.is_empty() || input.peek(Token![,])) {
+                args.transactional = Some(Spanned {
+                    value: true,
+                    span: name.span(),
+                });
+                if !input.is_empty() {
+                    input.parse::<Token![,]>()?;
+                }
+                continue;
+            }
             if !input.peek(Token![=]) {
                 return Err(Error::new(
                     name.span(),
@@ -179,6 +196,19 @@ impl Args {
                 self.header = Some(s.clone());
             }
             ("optional", Lit::Bool(b)) => self.optional = Some(b.clone()),
+            ("transactional", Lit::Bool(b)) => {
+                self.transactional = Some(Spanned {
+                    value: b.value,
+                    span: name.span(),
+                });
+            }
+            ("isolation", Lit::Str(s)) => {
+                let value = Isolation::parse(&s.value()).map_err(|e| Error::new(s.span(), e))?;
+                self.isolation = Some(Spanned {
+                    value,
+                    span: s.span(),
+                });
+            }
             ("crate", Lit::Str(s)) => {
                 let path = s.parse_with(Path::parse_mod_style).map_err(|_| {
                     Error::new(
@@ -196,8 +226,17 @@ impl Args {
         Ok(())
     }
 
+    /// Where `transactional` is written, when it is on.
+    pub(crate) fn transactional(&self) -> Option<Span> {
+        self.transactional
+            .as_ref()
+            .filter(|flag| flag.value)
+            .map(|flag| flag.span)
+    }
+
     /// The checks that need more than one argument: `store` is required, `key` excludes the
-    /// header's arguments, and a lease must not outlive the record it protects.
+    /// header's arguments, `isolation` and `optional = true` go with `transactional` only and
+    /// not with it, respectively, and a lease must not outlive the record it protects.
     pub(crate) fn check(&self) -> syn::Result<()> {
         let mut errors = Errors::default();
         if self.store.is_none() {
@@ -220,6 +259,22 @@ impl Args {
                     ),
                 ));
             }
+        }
+        if let (Some(isolation), None) = (&self.isolation, self.transactional()) {
+            errors.push(Error::new(
+                isolation.span,
+                "`isolation` is the isolation level of a transactional handler's transaction: \
+                 add `transactional`, or leave `isolation` out",
+            ));
+        }
+        let optional = self.optional.as_ref().filter(|o| o.value);
+        if let (Some(optional), Some(_)) = (optional, self.transactional()) {
+            errors.push(Error::new(
+                optional.span,
+                "`optional = true` does not apply with `transactional`: a transactional handler \
+                 needs a key, since its writes commit together with the response stored under \
+                 it; leave `optional` out",
+            ));
         }
         let ttl = self.ttl.as_ref().map_or(DEFAULT_TTL, |t| t.value);
         let lease = self.lease.as_ref().map_or(DEFAULT_LEASE, |l| l.value);

@@ -3,7 +3,9 @@
 //! `#[axum::debug_handler]` see it as written); the outer handler of the same name takes the
 //! leading parameters as they are and the last one wrapped in `Fingerprinted` (which buffers
 //! and fingerprints the request), evaluates the store and the scope, and hands the inner
-//! function's future to the runtime's `run`.
+//! function's future to the runtime's `run`. In transactional mode the outer handler does not
+//! take the transaction parameter (axum cannot extract it: the runtime opens it after the
+//! claim), and `run_transactional` gets a closure that calls the inner function with it.
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use syn::{Attribute, FieldPat, Ident, ItemFn, Pat, PatIdent, PatType, parse_quot
 
 use crate::args::Args;
 use crate::handler::{Handler, mentions};
+use crate::transactional::Isolation;
 
 /// Attributes that describe the handler the router sees, so they stay on the outer function:
 /// docs, `cfg`, lint levels (which reach the inner function, nested in it), and the two that
@@ -60,6 +63,7 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
         mut sig,
         leading,
         last: last_param,
+        tx,
         block,
         ..
     } = handler;
@@ -81,14 +85,27 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
             .any(|tokens| mentions(tokens.clone(), &name))
     };
 
-    // Each parameter under a generated name, and, for the patterns that bind a name the
-    // expressions use, a binding by reference to evaluate them.
+    // Each parameter under a generated name (the transaction under `__idem_tx`, the name the
+    // runtime's closure gives it), and, for the patterns that bind a name the expressions
+    // use, a binding by reference to evaluate them. The transaction is not among the
+    // extractors: the runtime opens it after the claim, so the expressions cannot use it.
     let params: Vec<&PatType> = leading.iter().chain(&last_param).collect();
     let names: Vec<Ident> = (0..params.len())
-        .map(|n| format_ident!("__idem_arg{}", n, span = Span::mixed_site()))
+        .map(|n| match tx {
+            Some(at) if at == n => local("__idem_tx"),
+            _ => format_ident!("__idem_arg{}", n, span = Span::mixed_site()),
+        })
+        .collect();
+    let extractors: Vec<(&PatType, &Ident)> = params
+        .iter()
+        .copied()
+        .zip(&names)
+        .enumerate()
+        .filter(|(n, _)| Some(*n) != tx)
+        .map(|(_, extractor)| extractor)
         .collect();
     let mut bindings = Vec::new();
-    for (param, name) in params.iter().zip(&names) {
+    for (param, name) in &extractors {
         let mut pat = (*param.pat).clone();
         let mut by_ref = BindByRef {
             used: &used,
@@ -100,25 +117,33 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
         }
     }
     // A parameter used only by `store` or `scope` is unused in the function itself.
-    for input in &mut sig.inputs {
-        if let syn::FnArg::Typed(param) = input {
-            let mut finder = BindByRef {
-                used: &used,
-                binds: false,
-            };
-            finder.visit_pat_mut(&mut (*param.pat).clone());
-            if finder.binds {
-                param.attrs.push(parse_quote!(#[allow(unused_variables)]));
-            }
+    let typed = sig.inputs.iter_mut().filter_map(|input| match input {
+        syn::FnArg::Typed(param) => Some(param),
+        syn::FnArg::Receiver(_) => None,
+    });
+    for (_, param) in typed.enumerate().filter(|(n, _)| Some(*n) != tx) {
+        let mut finder = BindByRef {
+            used: &used,
+            binds: false,
+        };
+        finder.visit_pat_mut(&mut (*param.pat).clone());
+        if finder.binds {
+            param.attrs.push(parse_quote!(#[allow(unused_variables)]));
         }
     }
 
-    let leading_inputs = leading.iter().zip(&names).map(|(param, name)| {
+    // The handler axum sees takes the extractors, the last one wrapped: with the transaction
+    // last, the one before it is wrapped.
+    let (leading_extractors, last_extractor) = match extractors.split_last() {
+        Some((last, leading)) => (leading, Some(last)),
+        None => (&extractors[..], None),
+    };
+    let leading_inputs = leading_extractors.iter().map(|(param, name)| {
         let ty = &param.ty;
         quote!(#name: #ty)
     });
-    let (last_name, last_ty) = match &last_param {
-        Some(param) => (names.last().map(ToTokens::to_token_stream), {
+    let (last_name, last_ty) = match last_extractor {
+        Some((param, name)) => (Some(name.to_token_stream()), {
             let ty = &param.ty;
             quote!(#ty)
         }),
@@ -138,9 +163,11 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
     } else {
         quote_spanned!(at_type=> #private_at_type::Fingerprinted<#last_ty>)
     };
-    // Spanned at the expressions, so that type errors in them point there.
+    // Spanned at the expressions, so that type errors in them point there. A transactional
+    // handler's store must be able to open transactions, which its own function checks.
+    let store_fn = store_function(args);
     let store_value = match &args.store {
-        Some(expr) => quote_spanned!(expr.span()=> #private::store(&(#expr))),
+        Some(expr) => quote_spanned!(expr.span()=> #private::#store_fn(&(#expr))),
         // `Args::check` has made sure a store is given.
         None => quote!(::core::compile_error!("missing `store`")),
     };
@@ -158,6 +185,18 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
         block,
     };
     let call_args = names.iter();
+    // The inner function's future, or, in transactional mode, a closure that makes it from the
+    // transaction the runtime lends (typed as the parameter is, so errors point there).
+    let (body_value, run) = match tx {
+        Some(at) => {
+            let (tx_name, ty) = (&names[at], &params[at].ty);
+            (
+                quote!(move |#tx_name: #ty| #ident(#(#call_args),*)),
+                quote!(run_transactional),
+            )
+        }
+        None => (quote!(#ident(#(#call_args),*)), quote!(run)),
+    };
     let target_value = quote! {
         #private::target(::core::concat!(::core::module_path!(), #name), #scope_value)
     };
@@ -186,9 +225,9 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
             #inner
             let (#unpacked, #head) = #last.into_parts();
             #evaluate
-            let #body = #ident(#(#call_args),*);
+            let #body = #body_value;
             const #config: #private::Config = #config_value;
-            #private::run(#store, &#config, #target, #head, #body).await
+            #private::#run(#store, &#config, #target, #head, #body).await
         }
     }
 }
@@ -276,7 +315,22 @@ pub(crate) fn config_builder(args: &Args, private: &TokenStream) -> TokenStream 
     if let Some(optional) = &args.optional {
         config.extend(quote!(.optional(#optional)));
     }
+    if args.transactional().is_some() {
+        let isolation = Isolation::tokens(args.isolation.as_ref().map(|i| i.value), private);
+        config.extend(quote!(.transactional(#isolation)));
+    }
     config
+}
+
+/// The runtime's function that turns the `store` expression into a handle: one that can
+/// open transactions in transactional mode (its bound names the problem when the
+/// expression's type cannot), any `Store` otherwise.
+pub(crate) fn store_function(args: &Args) -> Ident {
+    let name = match args.transactional() {
+        Some(_) => "transactional_store",
+        None => "store",
+    };
+    Ident::new(name, Span::call_site())
 }
 
 /// `::core::time::Duration::from_secs(30)`, or `from_millis` when it is not whole seconds.

@@ -1,6 +1,8 @@
 //! Step 3, plain-function mode (`key = ...`): the function keeps its signature; its body
 //! computes the key, the store, the scope and the arguments' fingerprint, then hands the
-//! original body, as a future, to the runtime's `call`.
+//! original body, as a future, to the runtime's `call`. In transactional mode the signature
+//! loses the transaction parameter, and the body becomes a closure given it, for the
+//! runtime's `call_transactional`.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -9,7 +11,7 @@ use syn::spanned::Spanned as _;
 use syn::{Ident, PatType, parse_quote};
 
 use crate::args::Args;
-use crate::emit::{config_builder, respan};
+use crate::emit::{config_builder, respan, store_function};
 use crate::handler::{Handler, plain_name};
 
 /// The generated function.
@@ -34,8 +36,15 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
     let mut inputs = Vec::new();
     let mut fingerprint = quote!(#private::Arguments::new());
     let mut destructure = Vec::new();
+    let mut tx = None;
     for (n, (param, skipped)) in handler.params().enumerate() {
         let PatType { attrs, pat, ty, .. } = param;
+        // The transaction leaves the signature: the runtime lends it to the body, after the
+        // claim, and it is no part of the fingerprint.
+        if handler.tx == Some(n) {
+            tx = Some(quote!(#(#attrs)* #pat: #ty));
+            continue;
+        }
         let at_type = ty.span();
         let name = match plain_name(pat) {
             Some(name) => {
@@ -57,8 +66,9 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
     }
     let receiver = handler.receiver.as_ref().map(|r| quote!(#r,));
 
+    let store_fn = store_function(args);
     let store_value = match &args.store {
-        Some(expr) => quote_spanned!(expr.span()=> #private::store(&(#expr))),
+        Some(expr) => quote_spanned!(expr.span()=> #private::#store_fn(&(#expr))),
         None => quote!(::core::compile_error!("missing `store`")),
     };
     let key_value = match &args.key {
@@ -94,8 +104,19 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
     // The runtime's bounds on `Result<T, E>` are checked here: errors point at the return
     // type and say which bound is missing.
     let private_at_output = respan(private.clone(), output_span);
+    // In transactional mode, the body is a closure given the transaction.
+    let (body_value, call_fn) = match tx {
+        Some(tx) => (
+            quote!(move |#tx| #private::typed::<#output, _>(async move #block)),
+            quote_spanned!(output_span=> call_transactional),
+        ),
+        None => (
+            quote!(#private::typed::<#output, _>(async move #block)),
+            quote_spanned!(output_span=> call),
+        ),
+    };
     let call = quote_spanned! {output_span=>
-        #private_at_output::call(#store, &#config, #target, #key, #arguments, #body).await
+        #private_at_output::#call_fn(#store, &#config, #target, #key, #arguments, #body).await
     };
     quote! {
         #(#attrs)*
@@ -105,7 +126,7 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
             let #store = #store_value;
             let #key = #key_value;
             let #target = #target_value;
-            let #body = #private::typed::<#output, _>(async move #block);
+            let #body = #body_value;
             const #config: #private::Config = #config_value;
             #call
         }

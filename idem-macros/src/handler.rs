@@ -11,6 +11,7 @@ use syn::{
 };
 
 use crate::args::Errors;
+use crate::transactional;
 
 /// What the function is for, which decides what it may look like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,9 @@ pub(crate) struct Handler {
     pub leading: Vec<PatType>,
     /// The last parameter, wrapped by the expansion (none when the handler takes none).
     pub last: Option<PatType>,
+    /// Which parameter (of `leading`, then `last`) is the transaction, in transactional mode:
+    /// the runtime provides it, so the caller, or axum, does not.
+    pub tx: Option<usize>,
     /// The return type with every `impl Trait` replaced by `_`, to pin the body's output.
     pub output: Type,
     /// Where the return type is written (the name when there is none).
@@ -154,6 +158,10 @@ impl Handler {
                 }
             }
         }
+        let tx = transactional::find(&params).unwrap_or_else(|error| {
+            errors.push(error);
+            None
+        });
         errors.finish()?;
 
         let mut sig = item.sig.clone();
@@ -184,6 +192,7 @@ impl Handler {
             ret: item.sig.output,
             leading: params,
             last,
+            tx,
             output,
             output_span,
             block: item.block,
@@ -200,12 +209,24 @@ impl Handler {
             .zip(self.skipped.iter().copied())
     }
 
+    /// The transaction parameter, if the function takes one.
+    pub(crate) fn tx(&self) -> Option<&PatType> {
+        self.tx
+            .and_then(|at| self.params().nth(at))
+            .map(|(param, _)| param)
+    }
+
     /// Checks that the `key` expression uses the arguments: a key that names none of them
     /// (a constant, a global) is the same for every call, so every call after the first would
     /// replay the first one's result.
     pub(crate) fn check_key(&self, key: &Expr) -> syn::Result<()> {
         let mut names: Vec<String> = Vec::new();
-        for (param, _) in self.params() {
+        // The transaction is opened after the key is computed: the key cannot name it.
+        let arguments = self
+            .params()
+            .enumerate()
+            .filter(|(at, _)| Some(*at) != self.tx);
+        for (_, (param, _)) in arguments {
             let mut pat = (*param.pat).clone();
             let mut bound = BoundNames::default();
             bound.visit_pat_mut(&mut pat);

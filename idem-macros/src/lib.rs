@@ -2,9 +2,10 @@
 //! `use idem_runtime::idempotent;`: the generated code calls into `idem_runtime`.
 //!
 //! This crate only rewrites syntax, in three steps: parse the arguments (`args.rs`, with
-//! `duration.rs`), check the function (`handler.rs`), emit a call to the runtime (`emit.rs`
-//! for an axum handler, `emit_call.rs` for plain-function mode). Every decision about a
-//! request lives in `idem_runtime::engine`, and about a plain call in `idem_runtime::call`.
+//! `duration.rs`), check the function (`handler.rs`, with `transactional.rs` for the `Tx`
+//! parameter), emit a call to the runtime (`emit.rs` for an axum handler, `emit_call.rs` for
+//! plain-function mode). Every decision about a request lives in `idem_runtime::engine`, and
+//! about a plain call in `idem_runtime::call`.
 //!
 //! ## What it expands to
 //!
@@ -28,6 +29,11 @@
 //!
 //! The generated handler's last parameter is the wrapper, so a test cannot call it with the
 //! original arguments: drive it through a `Router` instead (`tower::ServiceExt::oneshot`).
+//!
+//! A transactional handler (`transactional`, see [`idempotent`]) expands the same way, except
+//! that the outer handler leaves out the `Tx` parameter and the runtime gets a closure that
+//! calls the inner function with the transaction it opened: `snapshots/transactional.out.rs`,
+//! and `snapshots/transactional_consumer.out.rs` for plain-function mode.
 
 #![forbid(unsafe_code)]
 
@@ -38,6 +44,7 @@ mod emit_call;
 mod handler;
 #[cfg(test)]
 mod snapshot;
+mod transactional;
 
 use proc_macro::TokenStream;
 
@@ -57,7 +64,7 @@ use crate::handler::{Handler, Mode};
 /// let app = Router::new().route("/payments", post(create_payment)).with_state(state);
 /// ```
 ///
-/// Arguments, all `name = value`:
+/// Arguments, all `name = value` but the `transactional` flag:
 ///
 /// | argument | value | default |
 /// |---|---|---|
@@ -70,6 +77,8 @@ use crate::handler::{Handler, Mode};
 /// | `optional` | when `true`, a request without the header runs with no idempotency | `false` |
 /// | `scope` | a Rust expression (anything `Display`) that namespaces keys, like `user.tenant_id` | none |
 /// | `key` | plain-function mode: a Rust expression over the arguments that yields the key (anything `Display`), like `msg.id` | none |
+/// | `transactional` | a bare flag (or `transactional = true`): the handler's writes through its `Tx` commit with the stored response; see below | off |
+/// | `isolation` | with `transactional`: `"read_committed"`, `"repeatable_read"` or `"serializable"` | the database's |
 /// | `crate` | the path to the runtime, for re-exports | `"::idem_runtime"` |
 ///
 /// `store`, `scope` and `key` are written as bare Rust (`store = app.idem`), which an IDE can
@@ -106,6 +115,30 @@ use crate::handler::{Handler, Mode};
 /// `#[idempotent]`, a `#[tracing::instrument]` span also covers replays, and sees a
 /// destructured parameter under a generated name; above, it covers only a run of the body. The record's handler is
 /// `module::function`, or `Type::method` for a method (its `Self`, by `type_name`).
+///
+/// ## Transactional mode
+///
+/// With `transactional`, the handler takes the transaction as a parameter, `PgTx` or
+/// `SqliteTx` (`idem_runtime::Tx`), on the store's own database; what it writes through
+/// `&mut *tx` commits together with its stored response, or not at all, so a process killed
+/// after the handler's writes cannot run them twice (see `idem_runtime::Tx`).
+///
+/// ```ignore
+/// #[idempotent(store = app.idem, transactional, isolation = "serializable")]
+/// async fn create_payment(State(app): State<AppState>, mut tx: PgTx, Json(req): Json<NewPayment>)
+///     -> Result<(StatusCode, Json<Payment>), ApiError> { /* ... */ }
+/// ```
+///
+/// A parameter is the transaction when its type's last path segment is `Tx`, `PgTx` or
+/// `SqliteTx`, and it may stand anywhere among the parameters. The runtime opens it after the
+/// claim, so the caller does not pass it: the handler axum sees has every parameter but the
+/// `Tx` (the last of the others takes the request's body), and in plain-function mode
+/// (`key = ..., transactional`) the function's callers pass every argument but the `Tx`,
+/// which is not fingerprinted. The `store` expression's type must be a `Store` or deref to
+/// one (a `MemoryStore` cannot open transactions); a `Store` on a backend without
+/// transactions is refused when the first call runs. Compile errors: `transactional` without
+/// a `Tx` parameter, a `Tx` without `transactional`, two `Tx` parameters, `isolation` without
+/// `transactional`, and `optional = true` with it (a transactional handler needs a key).
 #[proc_macro_attribute]
 pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
     expand(args.into(), item.into()).into()
@@ -120,11 +153,21 @@ fn expand(
 ) -> proc_macro2::TokenStream {
     let mode = Mode::written(&args);
     let args = syn::parse2::<Args>(args).and_then(|args| args.check().map(|()| args));
+    // The checks that pair the function with the arguments, when they parsed.
     let handler = Handler::parse(item.clone(), mode).and_then(|handler| {
-        match args.as_ref().ok().and_then(|args| args.key.as_ref()) {
-            Some(key) => handler.check_key(&key.value).map(|()| handler),
-            None => Ok(handler),
+        let Ok(args) = &args else {
+            return Ok(handler);
+        };
+        let mut errors = Errors::default();
+        if let Err(error) = transactional::check(args.transactional(), handler.tx()) {
+            errors.push(error);
         }
+        if let Some(key) = &args.key {
+            if let Err(error) = handler.check_key(&key.value) {
+                errors.push(error);
+            }
+        }
+        errors.finish().map(|()| handler)
     });
     match (args, handler) {
         (Ok(args), Ok(handler)) => match mode {

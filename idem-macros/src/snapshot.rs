@@ -145,6 +145,30 @@ fn argument_errors_name_what_was_expected() {
         ),
         ("retries = 5", "missing `store = "),
         ("optional", "expected `optional = true`"),
+        (
+            "store = \"s\", transactional = 1",
+            "`transactional` takes nothing (a bare flag) or a bool",
+        ),
+        (
+            "store = \"s\", isolation = \"serializable\"",
+            "`isolation` is the isolation level of a transactional handler's transaction",
+        ),
+        (
+            "store = \"s\", transactional = false, isolation = \"serializable\"",
+            "`isolation` is the isolation level of a transactional handler's transaction",
+        ),
+        (
+            "store = \"s\", transactional, isolation = \"snapshot\"",
+            "`isolation` must be one of",
+        ),
+        (
+            "store = \"s\", transactional, optional = true",
+            "`optional = true` does not apply with `transactional`",
+        ),
+        (
+            "store = \"s\", transactional",
+            "`transactional` needs the transaction as a parameter",
+        ),
     ];
     for (args, message) in cases {
         let source = format!("#[idempotent({args})] async fn f() {{}}");
@@ -154,4 +178,42 @@ fn argument_errors_name_what_was_expected() {
             "{args}: {message:?} in {expanded}"
         );
     }
+}
+
+#[test]
+fn a_transaction_parameter_and_the_argument_go_together() {
+    let cases = [
+        (
+            "#[idempotent(store = s)] async fn f(mut tx: PgTx, body: String) {}",
+            "add `transactional` to `#[idempotent(...)]`",
+        ),
+        (
+            "#[idempotent(store = s, transactional = false)] async fn f(tx: Tx<Pg>, b: u8) {}",
+            "add `transactional` to `#[idempotent(...)]`",
+        ),
+        (
+            "#[idempotent(store = s, transactional)] async fn f(a: PgTx, b: SqliteTx, c: u8) {}",
+            "takes one transaction, and `a` is already it",
+        ),
+    ];
+    for (source, message) in cases {
+        let expanded = expand_source(source);
+        assert!(expanded.contains(message), "{message:?} in {expanded}");
+    }
+}
+
+#[test]
+fn the_transaction_may_be_the_last_parameter() {
+    let source = "#[idempotent(store = app.idem, transactional)]
+        async fn f(State(app): State<AppState>, Json(req): Json<New>, mut tx: PgTx) {}";
+    let expanded = expand_source(source);
+    assert!(
+        expanded.contains("__idem_last: ::idem_runtime::__private::Fingerprinted<Json<New>>"),
+        "the extractor before the transaction is wrapped: {expanded}"
+    );
+    assert!(!expanded.contains("__idem_tx: PgTx,\n"), "{expanded}");
+    assert!(
+        expanded.contains("move |__idem_tx: PgTx| f(__idem_arg0, __idem_arg1, __idem_tx)"),
+        "{expanded}"
+    );
 }

@@ -1,0 +1,14 @@
+#![allow(unused)]
+
+use axum::extract::{Json, State};
+use idem_runtime::{idempotent, PgTx, SqliteTx, Store};
+
+#[derive(Clone)]
+struct AppState {
+    idem: Store,
+}
+
+#[idempotent(store = app.idem, isolation = "serializable")]
+async fn handler(State(app): State<AppState>, Json(body): Json<String>) {}
+
+fn main() {}

@@ -1,0 +1,20 @@
+#![allow(unused)]
+
+use axum::extract::{Json, State};
+use idem_runtime::{idempotent, PgTx, SqliteTx, Store};
+
+#[derive(Clone)]
+struct AppState {
+    idem: Store,
+}
+
+#[idempotent(store = app.idem, transactional)]
+async fn handler(
+    State(app): State<AppState>,
+    mut tx: PgTx,
+    mut again: PgTx,
+    Json(body): Json<String>,
+) {
+}
+
+fn main() {}

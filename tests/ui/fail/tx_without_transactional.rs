@@ -1,0 +1,18 @@
+#![allow(unused)]
+
+use axum::extract::{Json, State};
+use idem_runtime::{idempotent, PgTx, SqliteTx, Store};
+
+#[derive(Clone)]
+struct AppState {
+    idem: Store,
+}
+
+#[idempotent(store = app.idem)]
+async fn handler(State(app): State<AppState>, mut tx: PgTx, Json(body): Json<String>) {}
+
+// Turned off, it is the same.
+#[idempotent(store = app.idem, transactional = false)]
+async fn off(State(app): State<AppState>, mut tx: SqliteTx, Json(body): Json<String>) {}
+
+fn main() {}

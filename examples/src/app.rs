@@ -7,15 +7,18 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
-use idem_runtime::{IdempotencyStore, MemoryStore, PostgresStore, SqliteStore, Store, idempotent};
+use idem_runtime::{
+    IdempotencyStore, MemoryStore, PgTx, PostgresStore, SqliteStore, SqliteTx, Store, idempotent,
+};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
+use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 
-use crate::payments::{Payment, Payments};
-use crate::settings::{Settings, StoreUrl};
+use crate::payments::{self, Payment, Payments};
+use crate::settings::{Mode, Settings, StoreUrl};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -26,6 +29,8 @@ pub struct AppState {
     pub payments: Payments,
     /// A simulated processor delay.
     pub latency: Duration,
+    /// Whether payments are written in the idempotency transaction.
+    pub mode: Mode,
     /// Renders `/metrics`; `None` when no Prometheus recorder is installed.
     pub metrics: Option<PrometheusHandle>,
 }
@@ -70,12 +75,57 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `POST /payments`: records a payment, once per idempotency key.
-#[idempotent(store = "app.idem")]
+/// `POST /payments` in plain mode (and on the memory store): records a payment, once per
+/// idempotency key while the process lives; a crash after the payment is written and before
+/// the response is stored leaves a payment whose key runs again after its lease.
+#[idempotent(store = app.idem)]
 pub async fn create_payment(
     State(app): State<AppState>,
     Json(req): Json<NewPayment>,
 ) -> Result<(StatusCode, Json<Payment>), ApiError> {
+    process(&app, &req).await?;
+    let payment = app
+        .payments
+        .record(req.amount, &req.currency)
+        .await
+        .map_err(ApiError::Database)?;
+    Ok((StatusCode::CREATED, Json(payment)))
+}
+
+/// `POST /payments` on Postgres in transactional mode: the payment is written in the
+/// transaction that stores the response, so a key makes one payment or none, whenever the
+/// process dies (docs/contract.md, "Transactional mode").
+#[idempotent(store = app.idem, transactional)]
+pub async fn create_payment_pg(
+    State(app): State<AppState>,
+    mut tx: PgTx,
+    Json(req): Json<NewPayment>,
+) -> Result<(StatusCode, Json<Payment>), ApiError> {
+    process(&app, &req).await?;
+    let payment = payments::record_in(&mut *tx, req.amount, &req.currency)
+        .await
+        .map_err(ApiError::Database)?;
+    Ok((StatusCode::CREATED, Json(payment)))
+}
+
+/// [`create_payment_pg`] on SQLite.
+#[idempotent(store = app.idem, transactional)]
+pub async fn create_payment_sqlite(
+    State(app): State<AppState>,
+    mut tx: SqliteTx,
+    Json(req): Json<NewPayment>,
+) -> Result<(StatusCode, Json<Payment>), ApiError> {
+    process(&app, &req).await?;
+    let payment = payments::record_in(&mut *tx, req.amount, &req.currency)
+        .await
+        .map_err(ApiError::Database)?;
+    Ok((StatusCode::CREATED, Json(payment)))
+}
+
+/// What every mode does before the payment is written: checks the request (422, or 500 for
+/// the failing processor) and waits for the simulated processor. The wait comes before the
+/// write, so that a transactional handler holds no row or SQLite write lock while it waits.
+async fn process(app: &AppState, req: &NewPayment) -> Result<(), ApiError> {
     if req.amount <= 0 {
         return Err(ApiError::Invalid("amount must be a positive integer"));
     }
@@ -88,12 +138,7 @@ pub async fn create_payment(
     if !app.latency.is_zero() {
         tokio::time::sleep(app.latency).await;
     }
-    let payment = app
-        .payments
-        .record(req.amount, &req.currency)
-        .await
-        .map_err(ApiError::Database)?;
-    Ok((StatusCode::CREATED, Json(payment)))
+    Ok(())
 }
 
 async fn list_payments(State(app): State<AppState>) -> Result<Json<Vec<Payment>>, ApiError> {
@@ -119,10 +164,19 @@ async fn metrics(State(app): State<AppState>) -> Response {
     }
 }
 
+/// `POST /payments` for the state's mode and database: one of the three handlers.
+fn create(state: &AppState) -> MethodRouter<AppState> {
+    match (state.mode, &state.payments) {
+        (Mode::Transactional, Payments::Postgres(_)) => post(create_payment_pg),
+        (Mode::Transactional, Payments::Sqlite(_)) => post(create_payment_sqlite),
+        (Mode::Plain, _) | (_, Payments::Memory(_)) => post(create_payment),
+    }
+}
+
 /// The routes of `docs/contract.md`, "7. The example server".
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/payments", get(list_payments).post(create_payment))
+        .route("/payments", create(&state).get(list_payments))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -131,10 +185,10 @@ pub fn router(state: AppState) -> Router {
 /// Any failure to start.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// Opens the store named by `url`, runs its migrations, and returns the idempotency
+/// Opens the store named by the settings, runs its migrations, and returns the idempotency
 /// backend and the payments beside it.
-pub async fn open(url: &StoreUrl) -> Result<(Arc<dyn IdempotencyStore>, Payments), Error> {
-    let (store, payments): (Arc<dyn IdempotencyStore>, _) = match url {
+pub async fn open(settings: &Settings) -> Result<(Arc<dyn IdempotencyStore>, Payments), Error> {
+    let (store, payments): (Arc<dyn IdempotencyStore>, _) = match &settings.store {
         StoreUrl::Memory => (Arc::new(MemoryStore::new()), Payments::memory()),
         StoreUrl::Sqlite(url) => {
             let store = SqliteStore::connect(url).await?;
@@ -143,7 +197,19 @@ pub async fn open(url: &StoreUrl) -> Result<(Arc<dyn IdempotencyStore>, Payments
             (Arc::new(store), payments)
         }
         StoreUrl::Postgres(url) => {
-            let store = PostgresStore::connect(url).await?;
+            let store = match settings.pg_pool {
+                None => PostgresStore::connect(url).await?,
+                // One pool of that size for everything: the store's statements, the handlers'
+                // transactions and the payments list.
+                Some(size) => PostgresStore::new(
+                    PgPoolOptions::new()
+                        .max_connections(size)
+                        .acquire_timeout(Duration::from_secs(5))
+                        .test_before_acquire(false)
+                        .connect(url)
+                        .await?,
+                ),
+            };
             store.migrate().await?;
             let payments = Payments::Postgres(store.pool().clone());
             (Arc::new(store), payments)
@@ -154,13 +220,21 @@ pub async fn open(url: &StoreUrl) -> Result<(Arc<dyn IdempotencyStore>, Payments
 }
 
 impl AppState {
-    /// The state for `settings`, around an opened backend.
+    /// The state for `settings`, around an opened backend; an error when transactional mode
+    /// meets the memory store, which has no transaction to share.
     pub fn new(
         settings: &Settings,
         backend: Arc<dyn IdempotencyStore>,
         payments: Payments,
         metrics: Option<PrometheusHandle>,
-    ) -> Self {
+    ) -> Result<Self, Error> {
+        if settings.mode == Mode::Transactional && matches!(payments, Payments::Memory(_)) {
+            return Err(
+                "IDEM_MODE=transactional needs a SQL store: the memory store has no \
+                 transaction to share"
+                    .into(),
+            );
+        }
         let mut idem = Store::from_arc(backend);
         if let Some(lease) = settings.lease {
             idem = idem.override_lease(lease);
@@ -168,11 +242,23 @@ impl AppState {
         if let Some(retries) = settings.retries {
             idem = idem.override_retries(retries);
         }
-        AppState {
+        Ok(AppState {
             idem,
             payments,
             latency: settings.latency,
+            mode: settings.mode,
             metrics,
+        })
+    }
+
+    /// The handler name under which `POST /payments` keeps its records in this state's mode.
+    pub fn create_handler(&self) -> &'static str {
+        match (self.mode, &self.payments) {
+            (Mode::Transactional, Payments::Postgres(_)) => "idem_examples::app::create_payment_pg",
+            (Mode::Transactional, Payments::Sqlite(_)) => {
+                "idem_examples::app::create_payment_sqlite"
+            }
+            (Mode::Plain, _) | (_, Payments::Memory(_)) => "idem_examples::app::create_payment",
         }
     }
 }

@@ -102,6 +102,28 @@ impl Payments {
     }
 }
 
+/// Records a payment through `db` (a transaction's connection, say) in the `payments` table of
+/// either database, and returns it with its id.
+pub async fn record_in<'c, DB>(
+    db: impl Executor<'c, Database = DB>,
+    amount: i64,
+    currency: &str,
+) -> Result<Payment, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    i64: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    (i64,): for<'r> FromRow<'r, DB::Row>,
+{
+    let id = insert(db, amount, currency).await?;
+    Ok(Payment {
+        id,
+        amount,
+        currency: currency.to_owned(),
+    })
+}
+
 /// Inserts a payment into the `payments` table of either database; answers its id.
 async fn insert<'c, DB>(
     db: impl Executor<'c, Database = DB>,

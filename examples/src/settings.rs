@@ -40,6 +40,27 @@ impl StoreUrl {
     }
 }
 
+/// How `POST /payments` records a payment (`IDEM_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The payment is written on its own, then the response is stored: a crash in between
+    /// leaves a payment whose key runs again once its lease expires.
+    Plain,
+    /// The payment is written in the transaction that stores the response: both or neither
+    /// (`docs/contract.md`, "Transactional mode"). SQL stores only.
+    Transactional,
+}
+
+impl Mode {
+    /// `plain` or `transactional`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Plain => "plain",
+            Mode::Transactional => "transactional",
+        }
+    }
+}
+
 /// Everything the service reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -53,6 +74,13 @@ pub struct Settings {
     pub lease: Option<Duration>,
     /// `IDEM_RETRIES`: overrides the attribute's retries for the whole process.
     pub retries: Option<u32>,
+    /// `IDEM_MODE`: `plain` or `transactional`; by default transactional on SQLite and
+    /// Postgres, plain in memory (which has no transaction to share).
+    pub mode: Mode,
+    /// `IDEM_PG_POOL`: on Postgres, at most this many connections for everything (the store's
+    /// statements, transactions and the payments list) instead of the store's own 10 and its
+    /// pool's 10.
+    pub pg_pool: Option<u32>,
     /// How often expired keys are purged.
     pub purge_every: Duration,
 }
@@ -85,12 +113,39 @@ impl Settings {
                 )),
             })
             .transpose()?;
+        let mode = match (var("IDEM_MODE").as_deref(), &store) {
+            (None, StoreUrl::Memory) | (Some("plain"), _) => Mode::Plain,
+            (None, _) => Mode::Transactional,
+            (Some("transactional"), StoreUrl::Memory) => {
+                return Err(
+                    "IDEM_MODE=transactional needs a SQL store (IDEM_STORE=sqlite://PATH \
+                     or postgres://...): the memory store has no transaction to share"
+                        .into(),
+                );
+            }
+            (Some("transactional"), _) => Mode::Transactional,
+            (Some(other), _) => {
+                return Err(format!(
+                    "IDEM_MODE must be `plain` or `transactional`, not {other:?}"
+                ));
+            }
+        };
+        let pg_pool = var("IDEM_PG_POOL")
+            .map(|text| match text.parse::<u32>() {
+                Ok(n @ 1..=1000) => Ok(n),
+                _ => Err(format!(
+                    "IDEM_PG_POOL must be a whole number from 1 to 1000, not {text:?}"
+                )),
+            })
+            .transpose()?;
         Ok(Settings {
             store,
             bind,
             latency,
             lease,
             retries,
+            mode,
+            pg_pool,
             purge_every: Duration::from_secs(60),
         })
     }
@@ -121,6 +176,19 @@ mod tests {
         assert_eq!(s.bind.to_string(), "127.0.0.1:3000");
         assert_eq!(s.latency, Duration::ZERO);
         assert_eq!((s.lease, s.retries), (None, None));
+        assert_eq!((s.mode, s.pg_pool), (Mode::Transactional, None));
+        let memory = read(&[("IDEM_STORE", "memory")]).unwrap();
+        assert_eq!(memory.mode, Mode::Plain);
+    }
+
+    #[test]
+    fn the_mode_is_chosen_and_memory_cannot_be_transactional() {
+        let plain = read(&[("IDEM_MODE", "plain")]).unwrap();
+        assert_eq!(plain.mode, Mode::Plain);
+        let pg = read(&[("IDEM_STORE", "postgres://x/y"), ("IDEM_PG_POOL", "2")]).unwrap();
+        assert_eq!((pg.mode, pg.pg_pool), (Mode::Transactional, Some(2)));
+        let err = read(&[("IDEM_STORE", "memory"), ("IDEM_MODE", "transactional")]).unwrap_err();
+        assert!(err.contains("memory store has no transaction"), "{err}");
     }
 
     #[test]
@@ -143,6 +211,8 @@ mod tests {
             ("PAYMENTS_LATENCY_MS", "fast"),
             ("IDEM_LEASE", "2 seconds"),
             ("IDEM_RETRIES", "0"),
+            ("IDEM_MODE", "exactly-once"),
+            ("IDEM_PG_POOL", "0"),
         ] {
             let err = read(&[(name, bad)]).unwrap_err();
             assert!(err.contains(name), "{err}");

@@ -207,7 +207,14 @@ async fn a_failing_completion_is_retried_then_marked_failed_storage_and_recovere
         return;
     };
     let url = db.url();
-    let service = Service::start(&[("IDEM_STORE", &url), ("IDEM_RETRIES", "3")]).await;
+    // Plain mode: a transactional run stores its response in its commit, which is never
+    // retried (docs/contract.md, "Transactional mode").
+    let service = Service::start(&[
+        ("IDEM_STORE", &url),
+        ("IDEM_RETRIES", "3"),
+        ("IDEM_MODE", "plain"),
+    ])
+    .await;
     let client = service.client;
     sqlx::raw_sql(FAILING_COMPLETION)
         .execute(&mut db.connect().await)

@@ -1,5 +1,6 @@
-//! The payments service. `IDEM_STORE`, `BIND`, `PAYMENTS_LATENCY_MS`, `IDEM_LEASE` and
-//! `IDEM_RETRIES` configure it; `RUST_LOG` sets the log level.
+//! The payments service. `IDEM_STORE`, `BIND`, `PAYMENTS_LATENCY_MS`, `IDEM_LEASE`,
+//! `IDEM_RETRIES`, `IDEM_MODE` (`plain` or `transactional`) and `IDEM_PG_POOL` configure it;
+//! `RUST_LOG` sets the log level.
 
 use std::process::ExitCode;
 
@@ -28,12 +29,16 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), app::Error> {
     let settings = Settings::from_env()?;
     let metrics = PrometheusBuilder::new().install_recorder()?;
-    let (backend, payments) = app::open(&settings.store).await?;
-    let state = AppState::new(&settings, backend, payments, Some(metrics));
+    let (backend, payments) = app::open(&settings).await?;
+    let state = AppState::new(&settings, backend, payments, Some(metrics))?;
     let listener = TcpListener::bind(settings.bind).await?;
     // Tests read this line to learn the port when BIND asks for port 0.
     println!("payments listening on http://{}", listener.local_addr()?);
-    tracing::info!(store = settings.store.kind(), "payments started");
+    tracing::info!(
+        store = settings.store.kind(),
+        mode = settings.mode.name(),
+        "payments started"
+    );
     app::serve(
         listener,
         state,

@@ -1,5 +1,9 @@
 //! A guided tour: starts the payments service in-process on a free port, on a SQLite file
-//! in a temporary folder, and walks through what a request meets, one table row a step.
+//! in a temporary folder, and walks through what a request meets, one table row a step. The
+//! steps run in plain mode; the last ones run the story of a response the store fails to save
+//! again in transactional mode (`IDEM_MODE=transactional`, a second service on the same
+//! file), where the payment and the stored response commit together: one payment for the key
+//! instead of two.
 //!
 //! ```text
 //! cargo run -p idem-examples --bin tour
@@ -11,12 +15,20 @@ use std::time::Duration;
 
 use idem_examples::app::{self, AppState, Error};
 use idem_examples::client::{Client, Reply};
-use idem_examples::settings::{Settings, StoreUrl};
+use idem_examples::payments::Payments;
+use idem_examples::settings::{Mode, Settings, StoreUrl};
 use idem_runtime::{FailingStore, IdempotencyKey, Op, RecordId, RecordState, Store};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::net::TcpListener;
 
-const HANDLER: &str = "idem_examples::app::create_payment";
+/// Makes SQLite refuse to store responses while armed: the transactional steps' store
+/// failure, inside the transaction that also holds the payment.
+const REFUSE_RESPONSES: &str = "
+CREATE TABLE tour_refuse_responses (armed INTEGER NOT NULL);
+INSERT INTO tour_refuse_responses VALUES (0);
+CREATE TRIGGER tour_refuse_response BEFORE UPDATE ON idempotency_keys
+WHEN NEW.response_status IS NOT NULL AND (SELECT armed FROM tour_refuse_responses) = 1
+BEGIN SELECT RAISE(ABORT, 'the tour refuses to store this response'); END;";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -32,6 +44,8 @@ async fn main() -> ExitCode {
 struct Tour {
     client: Client,
     store: Store,
+    /// The handler name of the mode the current steps run in.
+    handler: &'static str,
     step: usize,
 }
 
@@ -54,7 +68,7 @@ impl Tour {
     }
 
     async fn state(&self, key: &str) -> Result<&'static str, Error> {
-        let id = RecordId::new("", HANDLER, IdempotencyKey::parse(key)?);
+        let id = RecordId::new("", self.handler, IdempotencyKey::parse(key)?);
         Ok(match self.store.get(&id).await?.map(|r| r.state) {
             None => "none",
             Some(RecordState::InProgress { .. }) => "IN_PROGRESS",
@@ -79,23 +93,31 @@ async fn tour() -> Result<(), Error> {
     settings.store = StoreUrl::parse(&url)?;
     settings.latency = Duration::from_millis(300);
     settings.retries = Some(3);
+    settings.mode = Mode::Plain;
 
     let metrics = PrometheusBuilder::new().install_recorder()?;
-    let (backend, payments) = app::open(&settings.store).await?;
+    let (backend, payments) = app::open(&settings).await?;
+    let Payments::Sqlite(pool) = &payments else {
+        return Err("the tour runs on SQLite".into());
+    };
+    sqlx::raw_sql(REFUSE_RESPONSES).execute(pool).await?;
+    let pool = pool.clone();
     let failing = Arc::new(FailingStore::new(backend));
-    let state = AppState::new(&settings, failing.clone(), payments, Some(metrics));
+    let state = AppState::new(
+        &settings,
+        failing.clone(),
+        payments.clone(),
+        Some(metrics.clone()),
+    )?;
+    let transactional = Settings {
+        mode: Mode::Transactional,
+        ..settings.clone()
+    };
+    let tx_state = AppState::new(&transactional, failing.clone(), payments, Some(metrics))?;
+    let tx_handler = tx_state.create_handler();
     let store = state.idem.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let client = Client::new(listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app::serve(
-        listener,
-        state,
-        Duration::from_secs(60),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (client, stop, server) = start(state).await?;
+    let (tx_client, tx_stop, tx_server) = start(tx_state).await?;
 
     println!(
         "idem tour: the payments service on http://{} (SQLite, a 300 ms processor)\n",
@@ -109,6 +131,7 @@ async fn tour() -> Result<(), Error> {
     let mut t = Tour {
         client,
         store,
+        handler: "idem_examples::app::create_payment",
         step: 0,
     };
     let eur = r#"{"amount":1200,"currency":"EUR"}"#;
@@ -206,8 +229,9 @@ async fn tour() -> Result<(), Error> {
     )
     .await?;
 
+    let eur44 = r#"{"amount":4400,"currency":"EUR"}"#;
     failing.fail_always(Op::Complete);
-    let lost = client.pay(Some("tour-key-0004"), eur).await?;
+    let lost = client.pay(Some("tour-key-0004"), eur44).await?;
     expect(&lost, 201)?;
     let state = t.state("tour-key-0004").await?;
     t.row(
@@ -217,7 +241,7 @@ async fn tour() -> Result<(), Error> {
     )
     .await?;
     failing.heal_all();
-    let recovered = client.pay(Some("tour-key-0004"), eur).await?;
+    let recovered = client.pay(Some("tour-key-0004"), eur44).await?;
     expect(&recovered, 201)?;
     let state = t.state("tour-key-0004").await?;
     t.row(
@@ -226,9 +250,49 @@ async fn tour() -> Result<(), Error> {
         &format!("FAILED_STORAGE taken over: ran again, now {state}"),
     )
     .await?;
-    let again = client.pay(Some("tour-key-0004"), eur).await?;
+    let again = client.pay(Some("tour-key-0004"), eur44).await?;
     expect(&again, 201)?;
     t.row("  and once more", &again, "replayed").await?;
+
+    println!(
+        "\n    the same story in transactional mode (IDEM_MODE=transactional, http://{}):\n    \
+         the payment is written in the transaction that stores the response",
+        tx_client.addr()
+    );
+    t.handler = tx_handler;
+    let eur55 = r#"{"amount":5500,"currency":"EUR"}"#;
+    refuse_responses(&pool, true).await?;
+    let refused = tx_client.pay(Some("tour-key-0005"), eur55).await?;
+    expect(&refused, 503)?;
+    let state = t.state("tour-key-0005").await?;
+    t.row(
+        "key tour-key-0005, store fails to save",
+        &refused,
+        &format!("commit failed: no payment, no response ({state})"),
+    )
+    .await?;
+    refuse_responses(&pool, false).await?;
+    let stored = tx_client.pay(Some("tour-key-0005"), eur55).await?;
+    expect(&stored, 201)?;
+    let state = t.state("tour-key-0005").await?;
+    t.row(
+        "  retry of tour-key-0005, store healed",
+        &stored,
+        &format!("ran once: payment and response together, {state}"),
+    )
+    .await?;
+    let again = tx_client.pay(Some("tour-key-0005"), eur55).await?;
+    expect(&again, 201)?;
+    t.row("  and once more", &again, "replayed").await?;
+    let plain_runs = payments_of(&client, 4400).await?;
+    let tx_runs = payments_of(&client, 5500).await?;
+    println!(
+        "\npayments for tour-key-0004 (plain): {plain_runs}; for tour-key-0005 (transactional): \
+         {tx_runs}"
+    );
+    if (plain_runs, tx_runs) != (2, 1) {
+        return Err(format!("expected 2 and 1 payments, got {plain_runs} and {tx_runs}").into());
+    }
 
     println!("\nmetrics (GET /metrics):");
     let metrics = client.get("/metrics").await?.text();
@@ -239,9 +303,53 @@ async fn tour() -> Result<(), Error> {
         println!("  {line}");
     }
     let _ = stop.send(());
+    let _ = tx_stop.send(());
     server.await??;
+    tx_server.await??;
     println!(
         "\nThe tour is over. Run the service itself with: cargo run -p idem-examples --bin payments"
     );
     Ok(())
+}
+
+/// A running service: its client, its stop switch, and its task.
+type Running = (
+    Client,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+);
+
+/// Serves `state` on a free port until stopped.
+async fn start(state: AppState) -> Result<Running, Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let client = Client::new(listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app::serve(
+        listener,
+        state,
+        Duration::from_secs(60),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Ok((client, stop, server))
+}
+
+/// Arms or disarms the trigger that refuses to store responses.
+async fn refuse_responses(pool: &sqlx::SqlitePool, armed: bool) -> Result<(), Error> {
+    sqlx::query("UPDATE tour_refuse_responses SET armed = ?")
+        .bind(i64::from(armed))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// How many payments of `amount` `GET /payments` lists.
+async fn payments_of(client: &Client, amount: i64) -> Result<usize, Error> {
+    let list = client.get("/payments").await?.json();
+    let list = list.as_array().ok_or("GET /payments is not a list")?;
+    Ok(list
+        .iter()
+        .filter(|p| p["amount"].as_i64() == Some(amount))
+        .count())
 }

@@ -9,6 +9,8 @@ use idem_examples::client::Client;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod db;
+
 /// A running `payments` process, killed when dropped.
 pub struct Service {
     child: Child,

@@ -128,7 +128,7 @@ pub mod __private {
     pub use core::time::Duration;
 
     /// A handle that can open a transactional handler's transaction: a `Store`, or anything
-    /// that derefs to one (its backend is checked when the first call runs).
+    /// (an `Arc` or a `LazyLock` of one; its backend is checked when the first call runs).
     #[diagnostic::on_unimplemented(
         message = "`{Self}` cannot open the transaction that `transactional` needs",
         label = "not a `Store`",
@@ -145,7 +145,19 @@ pub mod __private {
         }
     }
 
-    impl<T: core::ops::Deref<Target = crate::Store>> OpensTransactions for T {
+    impl<T: OpensTransactions + ?Sized> OpensTransactions for &T {
+        fn handle(&self) -> crate::Store {
+            (**self).handle()
+        }
+    }
+
+    impl OpensTransactions for std::sync::Arc<crate::Store> {
+        fn handle(&self) -> crate::Store {
+            (**self).clone()
+        }
+    }
+
+    impl<F: FnOnce() -> crate::Store> OpensTransactions for std::sync::LazyLock<crate::Store, F> {
         fn handle(&self) -> crate::Store {
             (**self).clone()
         }

@@ -331,7 +331,10 @@ fn run_against_model(steps: &[Step]) -> Result<(), TestCaseError> {
                         continue;
                     };
                     let got = store.release(&claim).await.expect("release");
-                    let want = model.owned(key, token).is_some();
+                    // A release deletes only a claim still in progress, never a stored result.
+                    let want = model
+                        .owned(key, token)
+                        .is_some_and(|r| r.state == ModelState::InProgress);
                     if want {
                         model.records.remove(&key);
                     }

@@ -117,14 +117,14 @@ async fn a_first_call_costs_two_statements_and_a_replay_one() {
         "WITH standing AS",
     );
 
-    // The other steps are one statement each too.
-    let second = claim(&fresh_id(), "a", LONG, LONG);
-    store.claim(&second).await.expect("claim");
+    // The other steps are one statement each too, each on a claim of its own in progress.
     for (step, starting) in [
         ("renew", "UPDATE"),
         ("fail", "UPDATE"),
         ("release", "DELETE"),
     ] {
+        let second = claim(&fresh_id(), "a", LONG, LONG);
+        store.claim(&second).await.expect("claim");
         reset_statements(&mut admin).await;
         let done = match step {
             "renew" => store.renew(&second).await,

@@ -230,6 +230,42 @@ macro_rules! transactional_cases {
                 assert_eq!(ledger(&pool).await, vec!["no".to_owned()]);
             }
 
+            /// Writes to the ledger, then panics.
+            async fn write_then_panic(mut tx: $tx) -> Result<u32, Failure> {
+                sqlx::query("INSERT INTO ledger (note) VALUES ('boom')")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|_| Failure::Declined)?;
+                panic!("the function panics after its write");
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_panic_leaves_neither_writes_nor_a_record() {
+                let Some((failing, pool, _guard)) = $fixture().await else {
+                    return;
+                };
+                let store = Store::new(failing);
+                let run = tokio::spawn({
+                    let store = store.clone();
+                    async move {
+                        let config = Config::new().transactional(Isolation::Default);
+                        function::run_transactional(
+                            store,
+                            &config,
+                            target(),
+                            function::key("tx-panic-0001"),
+                            Arguments::new().arg("boom"),
+                            write_then_panic,
+                        )
+                        .await
+                    }
+                });
+                let ended = run.await.expect_err("the panic resumes in the caller");
+                assert!(ended.is_panic());
+                assert!(ledger(&pool).await.is_empty(), "rolled back");
+                assert!(state(&store, "tx-panic-0001").await.is_none(), "released");
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn release_does_not_delete_a_record_completed_in_a_transaction() {
                 let Some((failing, _pool, _guard)) = $fixture().await else {

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use idem_examples::client::{Client, Reply};
 use idem_tests::pg::TestDb;
-use support::Service;
+use support::{Service, storm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 
 const EUR: &str = r#"{"amount":1200,"currency":"EUR"}"#;
 const PROBLEM: &str = "application/problem+json";
@@ -68,85 +67,29 @@ fn statuses(replies: &[Reply]) -> BTreeMap<u16, usize> {
 
 // ---- 1. duplicate storm -------------------------------------------------------------------
 
-const STORM_KEYS: usize = 200;
-const STORM_COPIES: usize = 32;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_storm_across_two_instances_runs_each_key_once() {
     let Some(db) = idem_tests::pg::database().await else {
         return;
     };
     let url = db.url();
-    let env = [("IDEM_STORE", url.as_str()), ("PAYMENTS_LATENCY_MS", "50")];
+    let env = [
+        ("IDEM_STORE", url.as_str()),
+        ("IDEM_MODE", "plain"),
+        ("PAYMENTS_LATENCY_MS", "50"),
+    ];
     let (a, b) = tokio::join!(Service::start(&env), Service::start(&env));
     let clients = [a.client, b.client];
-    let started = Instant::now();
-
-    // Every copy of a key is sent at once, half through each instance; a few keys at a time.
-    let in_flight = Arc::new(Semaphore::new(8));
-    let mut keys = tokio::task::JoinSet::new();
-    for k in 0..STORM_KEYS {
-        let in_flight = in_flight.clone();
-        keys.spawn(async move {
-            let _permit = in_flight.acquire_owned().await.unwrap();
-            let key = format!("storm-key-{k:04}");
-            let body = format!(r#"{{"amount":{},"currency":"EUR"}}"#, k + 1);
-            let mut copies = tokio::task::JoinSet::new();
-            for c in 0..STORM_COPIES {
-                let (client, key, body) = (clients[c % 2], key.clone(), body.clone());
-                copies.spawn(async move { client.pay(Some(&key), &body).await.unwrap() });
-            }
-            (key, body, copies.join_all().await)
-        });
-    }
-    let storm = keys.join_all().await;
-    let storm_time = started.elapsed();
-
-    let mut all = Vec::new();
-    let mut firsts = HashMap::new();
-    for (key, body, replies) in &storm {
-        let executed: Vec<&Reply> = replies
-            .iter()
-            .filter(|r| r.status == 201 && !r.replayed())
-            .collect();
-        assert_eq!(executed.len(), 1, "{key}: exactly one copy executed");
-        let first = executed[0];
-        for reply in replies {
-            match reply.status.as_u16() {
-                201 => {
-                    assert_eq!(
-                        reply.body, first.body,
-                        "{key}: a replay is the first response"
-                    );
-                    assert_eq!(reply.header("content-type"), first.header("content-type"));
-                }
-                409 => {
-                    assert_eq!(reply.header("content-type"), Some(PROBLEM));
-                    assert!(reply.header("retry-after").is_some());
-                }
-                other => panic!("{key}: unexpected {other}: {}", reply.text()),
-            }
-        }
-        firsts.insert(key.clone(), (body.clone(), first.body.clone()));
-        all.extend(replies.iter().cloned());
-    }
+    let (sent, took) = storm::send(clients, "storm-key").await;
+    let statuses = storm::check(&sent, clients).await;
     let count = clients[0].payment_count().await.unwrap();
-    assert_eq!(count, STORM_KEYS, "one payment per key");
-
-    for (i, (key, (body, first))) in firsts.iter().enumerate() {
-        let again = clients[i % 2].pay(Some(key), body).await.unwrap();
-        assert!(again.replayed(), "{key} replays after the storm");
-        assert_eq!(&again.body, first);
-    }
-    assert_eq!(clients[1].payment_count().await.unwrap(), STORM_KEYS);
+    assert_eq!(count, storm::KEYS, "one payment per key");
+    assert_eq!(clients[1].payment_count().await.unwrap(), storm::KEYS);
     println!(
-        "duplicate storm: {} keys x {} copies over 2 instances = {} requests in {:?}; \
-         payments created {count}; statuses {:?}",
-        STORM_KEYS,
-        STORM_COPIES,
-        all.len(),
-        storm_time,
-        statuses(&all)
+        "duplicate storm: {} keys x {} copies over 2 instances in {took:?}; payments created \
+         {count}; statuses {statuses:?}",
+        storm::KEYS,
+        storm::COPIES,
     );
 }
 

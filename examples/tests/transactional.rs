@@ -5,14 +5,11 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idem_examples::client::{Client, Reply};
-use support::Service;
+use idem_examples::client::Client;
 use support::db::{Db, Kind, until};
-use tokio::sync::Semaphore;
+use support::{Service, storm};
 
 const EUR: &str = r#"{"amount":1200,"currency":"EUR"}"#;
 const PROBLEM: &str = "application/problem+json";
@@ -31,14 +28,6 @@ async fn storage_failures(client: &Client) -> u64 {
         .filter(|l| l.starts_with("idempotency_storage_failure_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
-}
-
-fn statuses(replies: &[Reply]) -> BTreeMap<u16, usize> {
-    let mut seen = BTreeMap::new();
-    for reply in replies {
-        *seen.entry(reply.status.as_u16()).or_insert(0) += 1;
-    }
-    seen
 }
 
 /// A key left claimed by a killed process: 409 while its lease is live, then one run, then
@@ -394,9 +383,6 @@ async fn sqlite_a_5xx_leaves_neither_a_payment_nor_a_record() {
 
 // ---- a storm over two instances -----------------------------------------------------------
 
-const STORM_KEYS: usize = 200;
-const STORM_COPIES: usize = 32;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_transactional_storm_over_two_instances_pays_each_key_once() {
     let Some(db) = Db::open(Kind::Postgres).await else {
@@ -406,49 +392,15 @@ async fn postgres_a_transactional_storm_over_two_instances_pays_each_key_once() 
     let env = env(&url, &[("PAYMENTS_LATENCY_MS", "50")]);
     let (a, b) = tokio::join!(Service::start(&env), Service::start(&env));
     let clients = [a.client, b.client];
-    let started = Instant::now();
-    let in_flight = Arc::new(Semaphore::new(8));
-    let mut keys = tokio::task::JoinSet::new();
-    for k in 0..STORM_KEYS {
-        let in_flight = in_flight.clone();
-        keys.spawn(async move {
-            let _permit = in_flight.acquire_owned().await.unwrap();
-            let key = format!("tx-storm-{k:04}");
-            let body = format!(r#"{{"amount":{},"currency":"EUR"}}"#, k + 1);
-            let mut copies = tokio::task::JoinSet::new();
-            for c in 0..STORM_COPIES {
-                let (client, key, body) = (clients[c % 2], key.clone(), body.clone());
-                copies.spawn(async move { client.pay(Some(&key), &body).await.unwrap() });
-            }
-            (key, body, copies.join_all().await)
-        });
-    }
-    let storm = keys.join_all().await;
-    let took = started.elapsed();
-    let mut all = Vec::new();
-    for (key, body, replies) in &storm {
-        let ran: Vec<&Reply> = replies
-            .iter()
-            .filter(|r| r.status == 201 && !r.replayed())
-            .collect();
-        assert_eq!(ran.len(), 1, "{key}: exactly one copy ran");
-        for reply in replies {
-            match reply.status.as_u16() {
-                201 => assert_eq!(reply.body, ran[0].body, "{key}"),
-                409 => assert!(reply.header("retry-after").is_some()),
-                other => panic!("{key}: unexpected {other}: {}", reply.text()),
-            }
-        }
-        let again = clients[1].pay(Some(key), body).await.unwrap();
-        assert!(again.replayed(), "{key} replays after the storm");
-        all.extend(replies.iter().cloned());
-    }
+    let (sent, took) = storm::send(clients, "tx-storm").await;
+    let statuses = storm::check(&sent, clients).await;
     let payments = clients[0].payment_count().await.unwrap();
-    assert_eq!(payments, STORM_KEYS, "one payment per key");
+    assert_eq!(payments, storm::KEYS, "one payment per key");
     println!(
-        "transactional storm: {STORM_KEYS} keys x {STORM_COPIES} copies over 2 instances in \
-         {took:?}; statuses {:?}; payments {payments}",
-        statuses(&all)
+        "transactional storm: {} keys x {} copies over 2 instances in {took:?}; statuses \
+         {statuses:?}; payments {payments}",
+        storm::KEYS,
+        storm::COPIES,
     );
 }
 

@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub mod db;
+pub mod storm;
 
 /// A running `payments` process, killed when dropped.
 pub struct Service {

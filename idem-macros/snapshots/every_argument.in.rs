@@ -6,6 +6,8 @@
     lease = "1500ms",
     header = "X-Request-Key",
     optional = true,
+    keep_server_errors = true,
+    release = [429, 408],
     scope = tenant.0,
     crate = "crate::reexported::idem",
 )]

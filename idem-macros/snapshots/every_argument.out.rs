@@ -36,7 +36,9 @@ async fn ping(
         .ttl(::core::time::Duration::from_secs(5400))
         .lease(::core::time::Duration::from_millis(1500))
         .header("X-Request-Key")
-        .optional(true);
+        .optional(true)
+        .keep_server_errors(true)
+        .release_statuses(&[429, 408]);
     crate::reexported::idem::__private::run(
             __idem_store,
             &__IDEM_CONFIG,

@@ -5,13 +5,13 @@ use std::time::Duration;
 use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
-use syn::{Error, Expr, ExprLit, Ident, Lit, LitBool, LitStr, Path, Token};
+use syn::{Error, Expr, ExprArray, ExprLit, Ident, Lit, LitBool, LitStr, Path, Token};
 
 use crate::duration::{parse_backoff, parse_duration};
 use crate::transactional::Isolation;
 
 /// Every argument: its name, what its value is, and an example of one (for messages).
-const ARGUMENTS: [(&str, &str, &str); 12] = [
+const ARGUMENTS: [(&str, &str, &str); 14] = [
     (
         "store",
         "a Rust expression, bare or in a string",
@@ -27,6 +27,8 @@ const ARGUMENTS: [(&str, &str, &str); 12] = [
     ("lease", "a string duration", "\"30s\""),
     ("header", "a string header name", "\"Idempotency-Key\""),
     ("optional", "a bool", "true"),
+    ("keep_server_errors", "a bool", "true"),
+    ("release", "a bracketed list of 4xx statuses", "[429, 408]"),
     (
         "scope",
         "a Rust expression, bare or in a string",
@@ -46,6 +48,10 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// The largest `retries`.
 const MAX_RETRIES: u32 = 20;
 
+/// The statuses `release` may list: a 4xx is kept unless listed (docs/contract.md, "What a
+/// request meets").
+const RELEASABLE: std::ops::RangeInclusive<u16> = 400..=499;
+
 /// A value as written, with the span of its literal (for errors about it).
 #[derive(Debug, Clone)]
 pub(crate) struct Spanned<T> {
@@ -63,6 +69,10 @@ pub(crate) struct Args {
     pub lease: Option<Spanned<Duration>>,
     pub header: Option<LitStr>,
     pub optional: Option<LitBool>,
+    /// Whether a 5xx is kept, at the argument's name.
+    pub keep_server_errors: Option<Spanned<bool>>,
+    /// The 4xx statuses that release the claim, at the argument's name.
+    pub release: Option<Spanned<Vec<u16>>>,
     pub scope: Option<Expr>,
     /// Plain-function mode: the key comes from this expression over the arguments.
     pub key: Option<Spanned<Expr>>,
@@ -155,6 +165,16 @@ impl Args {
                 });
                 return Ok(());
             }
+            "release" => {
+                let Expr::Array(list) = value else {
+                    return Err(wrong_type());
+                };
+                self.release = Some(Spanned {
+                    value: released_statuses(list)?,
+                    span: name.span(),
+                });
+                return Ok(());
+            }
             _ => {}
         }
         let lit = match value {
@@ -196,6 +216,12 @@ impl Args {
                 self.header = Some(s.clone());
             }
             ("optional", Lit::Bool(b)) => self.optional = Some(b.clone()),
+            ("keep_server_errors", Lit::Bool(b)) => {
+                self.keep_server_errors = Some(Spanned {
+                    value: b.value,
+                    span: name.span(),
+                });
+            }
             ("transactional", Lit::Bool(b)) => {
                 self.transactional = Some(Spanned {
                     value: b.value,
@@ -235,8 +261,9 @@ impl Args {
     }
 
     /// The checks that need more than one argument: `store` is required, `key` excludes the
-    /// header's arguments, `isolation` and `optional = true` go with `transactional` only and
-    /// not with it, respectively, and a lease must not outlive the record it protects.
+    /// header's arguments and the response policy's (`keep_server_errors`, `release`),
+    /// `isolation` and `optional = true` go with `transactional` only and not with it,
+    /// respectively, and a lease must not outlive the record it protects.
     pub(crate) fn check(&self) -> syn::Result<()> {
         let mut errors = Errors::default();
         if self.store.is_none() {
@@ -256,6 +283,21 @@ impl Args {
                     format!(
                         "`{name}` does not apply with `key`: in plain-function mode the key comes \
                          from the `key` expression, not from a request header"
+                    ),
+                ));
+            }
+            let keep = self
+                .keep_server_errors
+                .as_ref()
+                .map(|k| ("keep_server_errors", k.span));
+            let release = self.release.as_ref().map(|r| ("release", r.span));
+            for (name, span) in keep.into_iter().chain(release) {
+                errors.push(Error::new(
+                    span,
+                    format!(
+                        "`{name}` does not apply with `key`: a plain function has no HTTP status; \
+                         its `Ok` is kept (like a 2xx) and its `Err` releases the claim (like a \
+                         5xx), so a retry runs again; leave `{name}` out"
                     ),
                 ));
             }
@@ -349,6 +391,45 @@ fn expression(name: &str, value: &Expr) -> syn::Result<Expr> {
             ),
         )
     })
+}
+
+/// `release = [429, 408]`: integer literals, each a 4xx, none twice.
+fn released_statuses(list: &ExprArray) -> syn::Result<Vec<u16>> {
+    let mut statuses: Vec<u16> = Vec::new();
+    for element in &list.elems {
+        let Expr::Lit(ExprLit {
+            lit: Lit::Int(n), ..
+        }) = element
+        else {
+            return Err(Error::new_spanned(
+                element,
+                "`release` lists statuses as integer literals, like `release = [429, 408]`",
+            ));
+        };
+        let status = n
+            .base10_parse::<u16>()
+            .ok()
+            .filter(|s| RELEASABLE.contains(s));
+        let Some(status) = status else {
+            return Err(Error::new(
+                n.span(),
+                format!(
+                    "`release` takes 4xx statuses only (400 to 499), got {}: only a 4xx can be \
+                     released; a 5xx is released already, unless `keep_server_errors = true`, \
+                     and 1xx to 3xx are always kept",
+                    n.base10_digits()
+                ),
+            ));
+        };
+        if statuses.contains(&status) {
+            return Err(Error::new(
+                n.span(),
+                format!("`release` lists {status} more than once"),
+            ));
+        }
+        statuses.push(status);
+    }
+    Ok(statuses)
 }
 
 fn positive_duration(name: &str, s: &LitStr) -> syn::Result<Spanned<Duration>> {

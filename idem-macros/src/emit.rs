@@ -315,6 +315,14 @@ pub(crate) fn config_builder(args: &Args, private: &TokenStream) -> TokenStream 
     if let Some(optional) = &args.optional {
         config.extend(quote!(.optional(#optional)));
     }
+    if let Some(keep) = &args.keep_server_errors {
+        let keep = keep.value;
+        config.extend(quote!(.keep_server_errors(#keep)));
+    }
+    if let Some(release) = &args.release {
+        let statuses = release.value.iter().map(|s| Literal::u16_unsuffixed(*s));
+        config.extend(quote!(.release_statuses(&[#(#statuses),*])));
+    }
     if args.transactional().is_some() {
         let isolation = Isolation::tokens(args.isolation.as_ref().map(|i| i.value), private);
         config.extend(quote!(.transactional(#isolation)));

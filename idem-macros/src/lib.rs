@@ -75,6 +75,8 @@ use crate::handler::{Handler, Mode};
 /// | `lease` | how long an in-progress claim blocks duplicates; at most `ttl` | `"30s"` |
 /// | `header` | the request header carrying the key | `"Idempotency-Key"` |
 /// | `optional` | when `true`, a request without the header runs with no idempotency | `false` |
+/// | `keep_server_errors` | when `true`, a 5xx response is kept and replayed like any other instead of releasing the claim | `false` |
+/// | `release` | a list of 4xx statuses that release the claim instead of being kept, so a retry runs again: `[429, 408]` | none |
 /// | `scope` | a Rust expression (anything `Display`) that namespaces keys, like `user.tenant_id` | none |
 /// | `key` | plain-function mode: a Rust expression over the arguments that yields the key (anything `Display`), like `msg.id` | none |
 /// | `transactional` | a bare flag (or `transactional = true`): the handler's writes through its `Tx` commit with the stored response; see below | off |
@@ -111,7 +113,8 @@ use crate::handler::{Handler, Mode};
 /// marked `#[idem(skip)]` left out); `T: Serialize + DeserializeOwned` is stored and replayed
 /// without running the body; an `Err` (or a panic) releases the claim; invalid keys,
 /// conflicts, mismatches and store failures come back through `E: From<idem_runtime::Error>`.
-/// `header` and `optional` do not apply. Other attributes stay on the function: below
+/// `header` and `optional` do not apply, nor do `keep_server_errors` and `release`: an `Ok`
+/// is kept like a 2xx and an `Err` released like a 5xx. Other attributes stay on the function: below
 /// `#[idempotent]`, a `#[tracing::instrument]` span also covers replays, and sees a
 /// destructured parameter under a generated name; above, it covers only a run of the body. The record's handler is
 /// `module::function`, or `Type::method` for a method (its `Self`, by `type_name`).

@@ -143,6 +143,38 @@ fn argument_errors_name_what_was_expected() {
             "store = \"s\", key = \"\\\"constant-key\\\"\"",
             "this function has none",
         ),
+        (
+            "store = \"s\", keep_server_errors = \"yes\"",
+            "`keep_server_errors` takes a bool, like `keep_server_errors = true`",
+        ),
+        (
+            "store = \"s\", release = 429",
+            "`release` takes a bracketed list of 4xx statuses, like `release = [429, 408]`",
+        ),
+        (
+            "store = \"s\", release = [\"429\"]",
+            "`release` lists statuses as integer literals",
+        ),
+        (
+            "store = \"s\", release = [503]",
+            "`release` takes 4xx statuses only (400 to 499), got 503",
+        ),
+        (
+            "store = \"s\", release = [200]",
+            "only a 4xx can be released",
+        ),
+        (
+            "store = \"s\", release = [429, 408, 429]",
+            "`release` lists 429 more than once",
+        ),
+        (
+            "store = \"s\", key = job.id, keep_server_errors = true",
+            "`keep_server_errors` does not apply with `key`",
+        ),
+        (
+            "store = \"s\", key = job.id, release = [429]",
+            "`release` does not apply with `key`",
+        ),
         ("retries = 5", "missing `store = "),
         ("optional", "expected `optional = true`"),
         (

@@ -33,7 +33,7 @@
 //! | situation | answer |
 //! |---|---|
 //! | key missing / invalid | 400 `problem+json` (two problem types) |
-//! | new key | the handler runs once; its response is stored (not 5xx, not over 1 MiB) |
+//! | new key | the handler runs once; its response is stored (unless its policy releases the status, by default a 5xx; not over 1 MiB) |
 //! | same key, same request, completed | the stored response, plus `Idempotent-Replayed: true` |
 //! | same key, another request | 422 |
 //! | same key, still in progress | 409 with `Retry-After` |

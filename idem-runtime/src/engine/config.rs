@@ -39,6 +39,8 @@ pub struct Config {
     max_stored_body: usize,
     store_timeout: Duration,
     transactional: Option<Isolation>,
+    keep_server_errors: bool,
+    release_statuses: &'static [u16],
 }
 
 impl Default for Config {
@@ -60,6 +62,8 @@ impl Config {
             max_stored_body: DEFAULT_MAX_STORED_BODY,
             store_timeout: DEFAULT_STORE_TIMEOUT,
             transactional: None,
+            keep_server_errors: false,
+            release_statuses: &[],
         }
     }
 
@@ -118,6 +122,61 @@ impl Config {
         self
     }
 
+    /// When true, a 5xx response is kept and replayed like any other (Stripe's choice); by
+    /// default it releases the claim, so a retry runs again (docs/contract.md, "What a request
+    /// meets").
+    pub const fn keep_server_errors(mut self, keep: bool) -> Self {
+        self.keep_server_errors = keep;
+        self
+    }
+
+    /// 4xx statuses that release the claim instead of being kept, so that a retry runs again
+    /// (a 429 or a 408 that the next attempt may get past). Only 400..=499 count: a 5xx is
+    /// released already unless [`keep_server_errors`](Config::keep_server_errors), and
+    /// 1xx–3xx are always kept, so other statuses here are ignored.
+    ///
+    /// ```
+    /// use idem_runtime::Config;
+    ///
+    /// const CONFIG: Config = Config::new().release_statuses(&[429, 408]);
+    /// assert!(!CONFIG.keeps(429));
+    /// assert!(CONFIG.keeps(404));
+    /// assert!(!CONFIG.keeps(500));
+    /// ```
+    pub const fn release_statuses(mut self, statuses: &'static [u16]) -> Self {
+        self.release_statuses = statuses;
+        self
+    }
+
+    /// Whether a response with `status` is kept (stored, then replayed) or releases the claim:
+    /// the one rule every HTTP path follows. 1xx–3xx are kept; a 4xx unless it is one of
+    /// [`release_statuses`](Config::release_statuses); a 5xx only with
+    /// [`keep_server_errors`](Config::keep_server_errors).
+    ///
+    /// ```
+    /// use idem_runtime::Config;
+    ///
+    /// assert!(Config::new().keeps(201) && Config::new().keeps(429));
+    /// assert!(!Config::new().keeps(503));
+    /// assert!(Config::new().keep_server_errors(true).keeps(503));
+    /// ```
+    pub const fn keeps(&self, status: u16) -> bool {
+        match status {
+            500..=599 => self.keep_server_errors,
+            400..=499 => {
+                let mut at = 0;
+                while at < self.release_statuses.len() {
+                    if self.release_statuses[at] == status {
+                        return false;
+                    }
+                    at += 1;
+                }
+                true
+            }
+            _ => true,
+        }
+    }
+
     /// See [`Config::retries`].
     pub const fn retries_value(&self) -> u32 {
         self.retries
@@ -153,5 +212,47 @@ impl Config {
     /// See [`Config::store_timeout`].
     pub const fn store_timeout_value(&self) -> Duration {
         self.store_timeout
+    }
+    /// See [`Config::keep_server_errors`].
+    pub const fn keep_server_errors_value(&self) -> bool {
+        self.keep_server_errors
+    }
+    /// See [`Config::release_statuses`].
+    pub const fn release_statuses_value(&self) -> &'static [u16] {
+        self.release_statuses
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn by_default_2xx_to_4xx_are_kept_and_5xx_released() {
+        let config = Config::new();
+        for status in [200, 201, 204, 301, 400, 404, 408, 409, 422, 429, 499] {
+            assert!(config.keeps(status), "{status}");
+        }
+        for status in [500, 502, 503, 599] {
+            assert!(!config.keeps(status), "{status}");
+        }
+    }
+
+    #[test]
+    fn chosen_4xx_are_released_and_others_outside_4xx_ignored() {
+        let config = Config::new().release_statuses(&[429, 408, 200, 503]);
+        assert!(!config.keeps(429) && !config.keeps(408));
+        assert!(config.keeps(404) && config.keeps(200), "only 4xx release");
+        assert!(!config.keeps(503), "5xx follow keep_server_errors");
+        assert!(config.keep_server_errors(true).keeps(503));
+    }
+
+    #[test]
+    fn keeping_5xx_leaves_released_4xx_released() {
+        let config = Config::new()
+            .keep_server_errors(true)
+            .release_statuses(&[429]);
+        assert!(config.keeps(500) && config.keeps(200) && config.keeps(404));
+        assert!(!config.keeps(429));
     }
 }

@@ -44,12 +44,12 @@ where
     F: Future + Send + 'static,
     F::Output: IntoResponse,
 {
-    let limit = config.max_stored_body_value();
+    let policy = *config;
     match prepare(&store, config, target, head) {
         Prepared::Unguarded => Either::Left(Either::Left(handler.map(IntoResponse::into_response))),
         Prepared::Refused(response) => Either::Left(Either::Right(std::future::ready(response))),
         Prepared::Job(job, span) => Either::Right(detach(
-            execute(store, job, move |_| respond(handler, limit)),
+            execute(store, job, move |_| respond(handler, policy)),
             span,
         )),
     }
@@ -72,7 +72,7 @@ where
     F: Future + Send + 'static,
     F::Output: IntoResponse,
 {
-    let limit = config.max_stored_body_value();
+    let policy = *config;
     // A transactional handler always has a key: the attribute refuses `optional` with it.
     let prepared = match prepare(&store, config, target, head) {
         Prepared::Unguarded => Prepared::Refused(problem(Outcome::MissingKey, None, None)),
@@ -82,7 +82,7 @@ where
         Prepared::Job(job, span) => Either::Right(detach(
             execute(store, job, move |lent| async move {
                 match lent.and_then(L::lend) {
-                    Some(tx) => respond(handler(tx), limit).await,
+                    Some(tx) => respond(handler(tx), policy).await,
                     None => {
                         tracing::error!(
                             "the handler's `Tx` is not for this store's database; nothing ran"
@@ -139,21 +139,33 @@ fn detach(
     Detach(Some(Box::pin(call.map(answer).instrument(span))))
 }
 
+/// Marks a response that stands for a failure of the wrapped service rather than its answer
+/// (the tower layer's stand-in for a service error): it always releases the claim, whatever
+/// the policy says about its status.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NotAnAnswer;
+
 /// The handler's run as the executor's work: its response captured and kept, or released when
-/// it is a 5xx, over `limit`, or its body fails.
-async fn respond<F>(handler: F, limit: usize) -> Settle<Response>
+/// the handler's policy releases its status (`Config::keeps`: by default a 5xx), when it is
+/// over the storable limit, or when its body fails (docs/contract.md, "What a request meets").
+async fn respond<F>(handler: F, policy: Config) -> Settle<Response>
 where
     F: Future,
     F::Output: IntoResponse,
 {
     let response = handler.await.into_response();
-    if response.status().is_server_error() {
+    if response.extensions().get::<NotAnAnswer>().is_some() {
+        return Settle::Release(response);
+    }
+    let status = response.status().as_u16();
+    if !policy.keeps(status) {
         tracing::info!(
-            status = response.status().as_u16(),
-            "server error: releasing the claim so a retry runs again"
+            status,
+            "the handler's policy releases this status: releasing the claim so a retry runs again"
         );
         return Settle::Release(response);
     }
+    let limit = policy.max_stored_body_value();
     match response::capture(response, limit).await {
         Captured::Storable(payload, response) => Settle::Keep(payload, response),
         Captured::TooLarge(response) => {

@@ -43,7 +43,11 @@ type ScopeFn = dyn Fn(&Parts) -> String + Send + Sync;
 /// `DefaultBodyLimit` and [`HARD_BODY_LIMIT`](crate::HARD_BODY_LIMIT)).
 ///
 /// Everything the wrapped service answers is the response, extractor rejections included:
-/// put the layer on the routes that need it with `Router::route_layer`.
+/// put the layer on the routes that need it with `Router::route_layer`. Which responses are
+/// kept is the attribute's policy: 2xx–4xx kept and 5xx released by default, changed by
+/// [`keep_server_errors`](IdempotencyLayer::keep_server_errors) and
+/// [`release_statuses`](IdempotencyLayer::release_statuses); an error of the wrapped service
+/// always releases the claim.
 ///
 /// ```
 /// use std::time::Duration;
@@ -155,6 +159,40 @@ impl IdempotencyLayer {
         self.config(config)
     }
 
+    /// When true, a 5xx answer of the service is kept and replayed like any other (Stripe's
+    /// choice); by default it releases the claim, so a retry runs again. An *error* of the
+    /// service (its `Err`, not a 5xx response) always releases the claim.
+    pub fn keep_server_errors(self, keep: bool) -> Self {
+        let config = self.config.keep_server_errors(keep);
+        self.config(config)
+    }
+
+    /// 4xx statuses that release the claim instead of being kept, so that a retry runs again
+    /// (a 429 or a 408 that the next attempt may get past):
+    ///
+    /// ```
+    /// use idem_runtime::{IdempotencyLayer, MemoryStore, Store};
+    ///
+    /// let layer = IdempotencyLayer::new(Store::new(MemoryStore::new())).release_statuses(&[429, 408]);
+    /// # drop(layer);
+    /// ```
+    ///
+    /// Only 400..=499 can be released: a 5xx is released already unless
+    /// [`keep_server_errors`](IdempotencyLayer::keep_server_errors), and 1xx–3xx are always
+    /// kept. Another status in the list is ignored, with a warning logged here, once, rather
+    /// than refused: the layer is built in one infallible chain, and the attribute, which
+    /// checks the same list at compile time, is where a typo is an error.
+    pub fn release_statuses(self, statuses: &'static [u16]) -> Self {
+        for &status in statuses.iter().filter(|s| !(400..=499).contains(*s)) {
+            tracing::warn!(
+                status,
+                "IdempotencyLayer::release_statuses: only 4xx statuses can be released; ignoring this one"
+            );
+        }
+        let config = self.config.release_statuses(statuses);
+        self.config(config)
+    }
+
     /// The handler name for services without an axum matched route (metrics label and record
     /// identity; default `"idempotency_layer"`). Keep it fixed: never a raw path.
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
@@ -238,8 +276,9 @@ where
                 Err(rejection) => return Ok(rejection),
             };
             let (req, target) = layer.target(req);
-            // An error of the service is no response: the engine sees a 500 (and releases
-            // the claim), the caller gets the error back.
+            // An error of the service is no response: the engine sees a 500 marked as no
+            // answer (it releases the claim whatever the policy), the caller gets the error
+            // back.
             let failed = Arc::new(Mutex::new(None));
             let handler = {
                 let failed = failed.clone();
@@ -248,7 +287,9 @@ where
                         Ok(response) => response.into_response(),
                         Err(error) => {
                             *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
-                            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                            let mut stand_in = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                            stand_in.extensions_mut().insert(handler::NotAnAnswer);
+                            stand_in
                         }
                     }
                 }

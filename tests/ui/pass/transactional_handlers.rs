@@ -1,5 +1,5 @@
 //! Transactional axum handlers: the `Tx` first, in the middle or last, on Postgres and SQLite,
-//! with an isolation level; the router never sees the `Tx` (the runtime opens it after the
+//! with an isolation level and a response policy; the router never sees the `Tx` (the runtime opens it after the
 //! claim). Built, not called: no database is needed.
 #![deny(warnings)]
 
@@ -38,7 +38,13 @@ async fn create(
     Ok(StatusCode::CREATED)
 }
 
-#[idempotent(store = app.idem, transactional, isolation = "serializable")]
+#[idempotent(
+    store = app.idem,
+    transactional,
+    isolation = "serializable",
+    keep_server_errors = true,
+    release = [429, 408]
+)]
 async fn create_on_sqlite(
     State(app): State<AppState>,
     mut tx: SqliteTx,

@@ -3,161 +3,17 @@
 //! through the store's own claims. The cases without a store check the refusals that come
 //! before one is opened.
 
+mod support;
+
 use std::path::Path;
 
-use idem_runtime::{
-    Acquired, Claim, ClaimOutcome, IdempotencyKey, Ownership, RecordId, SqliteStore, Store,
-};
-use idem_tests::conformance::{LONG, PAST_SHORT, SHORT, claim, fresh_key, response};
-use idem_tests::pg::TestDb;
+use idem_runtime::{Acquired, ClaimOutcome, IdempotencyKey, RecordId, SqliteStore};
+use idem_tests::conformance::{LONG, PAST_SHORT, SHORT, claim, fresh_key};
 use serde_json::{Value, json};
 
-const HANDLER: &str = "payments::create_payment";
-/// A stored body the tool must never print.
-const BODY: &[u8] = b"{\"card\":\"4242-secret\"}";
-
-/// A migrated store, the URL the binary opens it by, and what keeps it alive.
-struct Fixture {
-    store: Store,
-    url: String,
-    _db: Option<TestDb>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn sqlite() -> Option<Fixture> {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let url = format!("sqlite://{}", dir.path().join("idem.db").display());
-    let sqlite = SqliteStore::connect(&url).await.expect("open the database");
-    sqlite.migrate().await.expect("migrations run");
-    Some(Fixture {
-        store: Store::new(sqlite),
-        url,
-        _db: None,
-        _dir: Some(dir),
-    })
-}
-
-async fn postgres() -> Option<Fixture> {
-    let db = idem_tests::pg::database().await?;
-    Some(Fixture {
-        store: Store::new(db.own_store().await),
-        url: db.url(),
-        _db: Some(db),
-        _dir: None,
-    })
-}
-
-/// What one run of the binary left.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("stdout is one JSON object ({e}): {}", self.stdout))
-    }
-
-    fn succeeded(&self) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "stdout: {}\nstderr: {}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    fn failed_with(&self, code: i32, message: &str) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "stdout: {}\nstderr: {}",
-            self.stdout,
-            self.stderr
-        );
-        assert!(self.stderr.contains(message), "stderr: {}", self.stderr);
-        self
-    }
-}
-
-async fn idem(args: &[&str]) -> Run {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_idem"))
-        .args(args)
-        .output()
-        .await
-        .expect("run the idem binary");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Runs `idem --store URL ARGS…` on the fixture's store.
-async fn on(fixture: &Fixture, args: &[&str]) -> Run {
-    let mut all = vec!["--store", &fixture.url];
-    all.extend_from_slice(args);
-    idem(&all).await
-}
-
-fn fresh_id() -> RecordId {
-    RecordId::new("", HANDLER, fresh_key())
-}
-
-async fn claimed(store: &Store, id: &RecordId, ttl: std::time::Duration) -> Claim {
-    let claim = claim(id, "request", LONG, ttl);
-    let outcome = store.backend().claim(&claim).await.expect("claim");
-    assert_eq!(outcome, ClaimOutcome::Acquired(Acquired::New));
-    claim
-}
-
-/// A COMPLETED record with a 201, one header and [`BODY`], living `ttl`.
-async fn completed(store: &Store, ttl: std::time::Duration) -> RecordId {
-    let id = fresh_id();
-    let claim = claimed(store, &id, ttl).await;
-    let done = store.backend().complete(&claim, &response(201, BODY)).await;
-    assert!(matches!(done, Ok(Ownership::Held)), "{done:?}");
-    id
-}
-
-/// An IN_PROGRESS record whose owner holds a long lease (a stuck key once the owner is gone).
-async fn in_progress(store: &Store) -> RecordId {
-    let id = fresh_id();
-    claimed(store, &id, LONG).await;
-    id
-}
-
-/// A FAILED_STORAGE record.
-async fn failed_storage(store: &Store) -> RecordId {
-    let id = fresh_id();
-    let claim = claimed(store, &id, LONG).await;
-    let failed = store.backend().fail(&claim).await;
-    assert!(matches!(failed, Ok(Ownership::Held)), "{failed:?}");
-    id
-}
-
-/// `inspect --handler H KEY`, and the same with `--json`.
-async fn inspect(fixture: &Fixture, id: &RecordId) -> (Run, Run) {
-    let args = ["inspect", "--handler", HANDLER, id.key.as_str()];
-    let human = on(fixture, &args).await;
-    let json = on(fixture, &[&args[..], &["--json"]].concat()).await;
-    for run in [&human, &json] {
-        run.succeeded();
-        assert!(!run.stdout.contains("4242-secret"), "{}", run.stdout);
-        assert!(!run.stdout.contains("application/json"), "{}", run.stdout);
-    }
-    (human, json)
-}
-
-fn ms(value: &Value) -> u64 {
-    value
-        .as_u64()
-        .unwrap_or_else(|| panic!("milliseconds, not {value}"))
-}
+use support::{
+    BODY, Fixture, HANDLER, claimed, completed, failed_storage, idem, in_progress, inspect, ms, on,
+};
 
 async fn inspect_shows_a_completed_record_without_its_body(fixture: &Fixture) {
     let id = completed(&fixture.store, LONG).await;
@@ -362,7 +218,7 @@ macro_rules! on_both_stores {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    if let Some(fixture) = super::sqlite().await {
+                    if let Some(fixture) = super::support::sqlite().await {
                         super::$case(&fixture).await;
                     }
                 }
@@ -372,7 +228,7 @@ macro_rules! on_both_stores {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    if let Some(fixture) = super::postgres().await {
+                    if let Some(fixture) = super::support::postgres().await {
                         super::$case(&fixture).await;
                     }
                 }

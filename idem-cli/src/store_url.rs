@@ -86,7 +86,11 @@ impl StoreUrl {
                             CONNECT_TIMEOUT.as_secs()
                         ))
                     })?
-                    .map_err(|e| Failure::from_store("cannot connect to the Postgres store", &e))?;
+                    .map_err(|e| {
+                        let doing = "cannot connect to the Postgres store (is the server up, \
+                                     and are the URL's host, port, user and database right?)";
+                        Failure::from_store(doing, &e)
+                    })?;
                 Ok(Store::new(
                     connected.with_table(table).map_err(invalid_table)?,
                 ))

@@ -270,22 +270,12 @@ pub async fn serve(
     purge_every: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let store = state.idem.clone();
-    let purge = tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(purge_every);
-        loop {
-            ticks.tick().await;
-            match store.purge_expired(1000).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(purged = n, "purged expired idempotency keys"),
-                Err(error) => tracing::warn!(%error, "purging expired idempotency keys failed"),
-            }
-        }
-    });
+    // The runtime's background purge (docs/contract.md, "Operating the records").
+    let purge = state.idem.purge_every(purge_every, 1000);
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    purge.abort();
+    purge.stop().await;
     served
 }
 

@@ -60,12 +60,16 @@
 //! [`MemoryStore`] (in-process), `SqliteStore` (feature `sqlite`), `PostgresStore` (feature
 //! `postgres`), or your own [`IdempotencyStore`]. Handlers receive them as a [`Store`]
 //! handle. [`FailingStore`] wraps any store and fails chosen operations, for tests.
+//! Operators read one record with [`Store::inspect`] (never its body or headers), free a
+//! stuck key with [`Store::evict`], count records by state with [`Store::stats`], and purge
+//! expired records in the background with [`Store::purge_every`].
 //!
 //! ## Metrics
 //!
 //! `idempotency_requests_total{handler, outcome}`, `idempotency_storage_failure_total{handler}`,
-//! `idempotency_storage_retries_total{handler}`, `idempotency_lease_lost_total{handler}` and
-//! `idempotency_store_seconds{op}`, through the `metrics` facade. Logs and spans show at most a key's first 8 characters.
+//! `idempotency_storage_retries_total{handler}`, `idempotency_lease_lost_total{handler}`,
+//! `idempotency_store_seconds{op}` and `idempotency_purged_total` (records removed by
+//! [`Store::purge_every`]), through the `metrics` facade. Logs and spans show at most a key's first 8 characters.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -81,9 +85,11 @@ pub use engine::config::Config;
 pub use engine::execute::{Lendable, Lent};
 pub use engine::fingerprint::Fingerprint;
 pub use engine::handle::Store;
+pub use engine::inspect::{InspectedState, Inspection, Stats};
 pub use engine::key::{IdempotencyKey, KeyError, MAX_KEY_LEN, MIN_KEY_LEN};
 pub use engine::metrics;
 pub use engine::outcome::{OUTCOMES, Outcome};
+pub use engine::purge::PurgeTask;
 pub use engine::record::{
     Acquired, Claim, ClaimOutcome, FAILED_STORAGE_STATUS, OwnerToken, Payload, Record, RecordId,
     RecordState, Target,

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use idem_runtime::{
-    Acquired, Claim, ClaimOutcome, Fingerprint, IdempotencyKey, OwnerToken, Ownership, Payload,
-    Record, RecordId, RecordState, Store,
+    Acquired, Claim, ClaimOutcome, Fingerprint, IdempotencyKey, InspectedState, Inspection,
+    OwnerToken, Ownership, Payload, Record, RecordId, RecordState, Stats, Store,
 };
 
 /// A lease or TTL that outlives any case.
@@ -49,6 +49,11 @@ macro_rules! conformance_tests {
             many_keys_in_parallel,
             scope_and_handler_isolate_records,
             headers_and_body_bytes_round_trip,
+            inspect_shows_a_completed_record_without_its_body,
+            inspect_shows_an_in_progress_and_a_failed_storage_record,
+            evicting_a_stuck_claim_lets_the_next_claim_acquire_new,
+            stats_count_live_records_by_state_and_expired_ones,
+            purge_every_removes_expired_records_and_keeps_live_ones,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -598,6 +603,211 @@ pub async fn headers_and_body_bytes_round_trip(store: &Store) {
         let replay = existing(claim_ok(store, &claim(&id, "a", LONG, LONG)).await);
         assert_eq!(replay.state, RecordState::Completed(stored));
     }
+}
+
+async fn inspect_ok(store: &Store, id: &RecordId) -> Option<Inspection> {
+    store
+        .inspect(id)
+        .await
+        .expect("the store answers inspections")
+}
+
+async fn stats_ok(store: &Store) -> Stats {
+    store.stats().await.expect("the store answers stats")
+}
+
+/// Times a SQL store keeps (None for memory) are recent.
+fn recent(time: Option<Duration>) {
+    assert!(time.is_none_or(|t| t < Duration::from_secs(10)), "{time:?}");
+}
+
+/// Inspecting a completed record shows its status and sizes, never its headers or body; a
+/// plain function's value has no status; an expired record reads as `None`.
+pub async fn inspect_shows_a_completed_record_without_its_body(store: &Store) {
+    let id = fresh_id();
+    let first = claim(&id, "a", LONG, LONG);
+    claim_ok(store, &first).await;
+    let stored = response(201, b"secret-body-bytes");
+    complete_ok(store, &first, &stored).await;
+    let seen = inspect_ok(store, &id).await.expect("a completed record");
+    assert_eq!(seen.state, InspectedState::Completed);
+    assert_eq!(seen.response_status, Some(201));
+    assert_eq!((seen.headers, seen.body_bytes), (1, 17));
+    assert!(seen.expires_in > LONG - Duration::from_secs(10) && seen.expires_in <= LONG);
+    recent(seen.age);
+    recent(seen.since_update);
+    let shown = format!("{seen:?}");
+    assert!(!shown.contains("secret") && !shown.contains("application/json"));
+
+    let value = fresh_id();
+    let first = claim(&value, "a", LONG, LONG);
+    claim_ok(store, &first).await;
+    let json = Arc::new(Payload::Value(Bytes::from_static(b"{\"id\":7}")));
+    complete_ok(store, &first, &json).await;
+    let seen = inspect_ok(store, &value).await.expect("a stored value");
+    assert_eq!(seen.state, InspectedState::Completed);
+    assert_eq!(seen.response_status, None, "a value has no HTTP status");
+    assert_eq!((seen.headers, seen.body_bytes), (0, 8));
+
+    let gone = fresh_id();
+    let first = claim(&gone, "a", LONG, SHORT);
+    claim_ok(store, &first).await;
+    complete_ok(store, &first, &response(200, b"old")).await;
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(inspect_ok(store, &gone).await, None);
+    assert_eq!(inspect_ok(store, &fresh_id()).await, None);
+}
+
+/// Inspecting a claim in progress shows its lease; a FAILED_STORAGE record shows its state;
+/// neither has a status, headers or body.
+pub async fn inspect_shows_an_in_progress_and_a_failed_storage_record(store: &Store) {
+    let id = fresh_id();
+    let first = claim(&id, "a", LONG, LONG);
+    claim_ok(store, &first).await;
+    let seen = inspect_ok(store, &id).await.expect("a claim in progress");
+    let InspectedState::InProgress { lease_remaining } = seen.state else {
+        panic!("expected in progress, got {seen:?}");
+    };
+    assert!(lease_remaining > LONG - Duration::from_secs(10) && lease_remaining <= LONG);
+    assert_eq!(
+        (seen.response_status, seen.headers, seen.body_bytes),
+        (None, 0, 0)
+    );
+    recent(seen.age);
+
+    assert!(matches!(
+        store.backend().fail(&first).await,
+        Ok(Ownership::Held)
+    ));
+    let seen = inspect_ok(store, &id)
+        .await
+        .expect("a FAILED_STORAGE record");
+    assert_eq!(seen.state, InspectedState::FailedStorage);
+    assert_eq!(
+        (seen.response_status, seen.headers, seen.body_bytes),
+        (None, 0, 0)
+    );
+    assert!(seen.expires_in > LONG - Duration::from_secs(10));
+}
+
+/// Evicting a claim stuck in progress deletes it whatever its owner: the next claim, even
+/// for another request, acquires the key as new at once, and the old owner is fenced out.
+pub async fn evicting_a_stuck_claim_lets_the_next_claim_acquire_new(store: &Store) {
+    let id = fresh_id();
+    let stuck = claim(&id, "a", LONG, LONG);
+    claim_ok(store, &stuck).await;
+    assert!(matches!(store.evict(&id).await, Ok(true)));
+    assert!(matches!(store.evict(&id).await, Ok(false)));
+    assert_eq!(inspect_ok(store, &id).await, None);
+
+    let next = claim(&id, "b", LONG, LONG);
+    assert_eq!(
+        claim_ok(store, &next).await,
+        ClaimOutcome::Acquired(Acquired::New)
+    );
+    let late = store
+        .backend()
+        .complete(&stuck, &response(200, b"late"))
+        .await;
+    assert!(matches!(late, Ok(Ownership::Lost)), "{late:?}");
+
+    // A completed record is evicted too: the key runs again.
+    complete_ok(store, &next, &response(201, b"done")).await;
+    assert!(matches!(store.evict(&id).await, Ok(true)));
+    assert_eq!(
+        claim_ok(store, &claim(&id, "a", LONG, LONG)).await,
+        ClaimOutcome::Acquired(Acquired::New)
+    );
+}
+
+/// Stats count live records by state, and expired ones (any state) until purged.
+pub async fn stats_count_live_records_by_state_and_expired_ones(store: &Store) {
+    assert_eq!(stats_ok(store).await, Stats::default());
+    let running = claim(&fresh_id(), "a", LONG, LONG);
+    claim_ok(store, &running).await;
+    for _ in 0..2 {
+        let done = claim(&fresh_id(), "a", LONG, LONG);
+        claim_ok(store, &done).await;
+        complete_ok(store, &done, &response(200, b"ok")).await;
+    }
+    let failed = claim(&fresh_id(), "a", LONG, LONG);
+    claim_ok(store, &failed).await;
+    assert!(matches!(
+        store.backend().fail(&failed).await,
+        Ok(Ownership::Held)
+    ));
+    let short_done = claim(&fresh_id(), "a", LONG, SHORT);
+    claim_ok(store, &short_done).await;
+    complete_ok(store, &short_done, &response(200, b"ok")).await;
+    claim_ok(store, &claim(&fresh_id(), "a", LONG, SHORT)).await;
+    let short_failed = claim(&fresh_id(), "a", LONG, SHORT);
+    claim_ok(store, &short_failed).await;
+    assert!(matches!(
+        store.backend().fail(&short_failed).await,
+        Ok(Ownership::Held)
+    ));
+    tokio::time::sleep(PAST_SHORT).await;
+
+    let live = Stats {
+        in_progress: 1,
+        completed: 2,
+        failed_storage: 1,
+        expired: 0,
+    };
+    assert_eq!(stats_ok(store).await, Stats { expired: 3, ..live });
+    assert!(matches!(store.purge_expired(10).await, Ok(3)));
+    assert_eq!(stats_ok(store).await, live);
+}
+
+/// The background purge removes expired records, in any state and over several batches,
+/// and leaves live ones alone; once stopped it removes nothing more.
+pub async fn purge_every_removes_expired_records_and_keeps_live_ones(store: &Store) {
+    let mut live = Vec::new();
+    for n in 0..5 {
+        let short = claim(&fresh_id(), "a", LONG, SHORT);
+        claim_ok(store, &short).await;
+        if n % 2 == 0 {
+            complete_ok(store, &short, &response(200, b"ok")).await;
+        }
+    }
+    for _ in 0..2 {
+        let id = fresh_id();
+        let long = claim(&id, "a", LONG, LONG);
+        claim_ok(store, &long).await;
+        complete_ok(store, &long, &response(200, b"kept")).await;
+        live.push(id);
+    }
+
+    let purge = store.purge_every(Duration::from_millis(20), 2);
+    // Wait on the purge's effect, the store's own count, for at most 10 s.
+    let only_live = Stats {
+        completed: 2,
+        ..Stats::default()
+    };
+    let mut left = stats_ok(store).await;
+    for _ in 0..500 {
+        if left == only_live {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = stats_ok(store).await;
+    }
+    purge.stop().await;
+    assert_eq!(
+        left, only_live,
+        "the expired records are purged, the live ones kept"
+    );
+    for id in &live {
+        let seen = inspect_ok(store, id)
+            .await
+            .expect("a live record was purged");
+        assert_eq!(seen.response_status, Some(200));
+    }
+
+    // Stopped: an expired record stays until the next purge.
+    claim_ok(store, &claim(&fresh_id(), "a", LONG, SHORT)).await;
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(stats_ok(store).await.expired, 1);
 }
 
 /// Completed rows exactly as the previous release wrote them, with the payload each must read

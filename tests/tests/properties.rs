@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use idem_runtime::{
-    Acquired, Claim, ClaimOutcome, Fingerprint, IdempotencyKey, IdempotencyStore, MAX_KEY_LEN,
-    MIN_KEY_LEN, MemoryStore, OwnerToken, Ownership, Payload, Record, RecordId, RecordState,
+    Acquired, Claim, ClaimOutcome, Fingerprint, IdempotencyKey, IdempotencyStore, InspectedState,
+    MAX_KEY_LEN, MIN_KEY_LEN, MemoryStore, OwnerToken, Ownership, Payload, Record, RecordId,
+    RecordState, Stats,
 };
 use proptest::prelude::*;
 
@@ -141,6 +142,8 @@ enum Step {
     Advance(u64),
     Get(usize),
     Purge,
+    Evict(usize),
+    Stats,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -155,6 +158,8 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0..8u64).prop_map(|t| Step::Advance(t * 100)),
         1 => (0..3usize).prop_map(Step::Get),
         1 => Just(Step::Purge),
+        1 => (0..3usize).prop_map(Step::Evict),
+        1 => Just(Step::Stats),
     ]
 }
 
@@ -351,6 +356,35 @@ fn run_against_model(steps: &[Step]) -> Result<(), TestCaseError> {
                         .get(&key)
                         .filter(|r| r.expires_at > model.now)
                         .map(|r| model.record(r));
+                    // Inspecting agrees with reading, state for state.
+                    let seen = store.inspect(&id(key)).await.expect("inspect");
+                    let inspected = want.as_ref().map(|r| match r.state {
+                        RecordState::InProgress { lease_remaining } => {
+                            InspectedState::InProgress { lease_remaining }
+                        }
+                        RecordState::FailedStorage => InspectedState::FailedStorage,
+                        RecordState::Completed(_) => InspectedState::Completed,
+                    });
+                    prop_assert_eq!(seen.map(|i| i.state), inspected, "{}", context);
+                    prop_assert_eq!(got, want, "{}", context);
+                }
+                Step::Evict(key) => {
+                    // Any state, expired or not, whoever owns it.
+                    let got = store.evict(&id(key)).await.expect("evict");
+                    let want = model.records.remove(&key).is_some();
+                    prop_assert_eq!(got, want, "{}", context);
+                }
+                Step::Stats => {
+                    let got = store.stats().await.expect("stats");
+                    let mut want = Stats::default();
+                    for r in model.records.values() {
+                        *match r.state {
+                            _ if r.expires_at <= model.now => &mut want.expired,
+                            ModelState::InProgress => &mut want.in_progress,
+                            ModelState::FailedStorage => &mut want.failed_storage,
+                            ModelState::Completed(_) => &mut want.completed,
+                        } += 1;
+                    }
                     prop_assert_eq!(got, want, "{}", context);
                 }
                 Step::Purge => {

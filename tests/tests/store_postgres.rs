@@ -734,3 +734,44 @@ async fn rows_written_by_the_previous_release_read_back_as_responses() {
         );
     }
 }
+
+/// Two instances purging one table at once remove each expired record once: what they
+/// report adds up to the number expired (the purge skips rows another purge has locked),
+/// and live records stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_purgers_remove_each_expired_record_once() {
+    const EXPIRED: u64 = 2000;
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let a = Store::new(db.store().await);
+    let b = Store::new(db.own_store().await);
+    let kept = fresh_id();
+    let long = claim(&kept, "a", LONG, LONG);
+    a.backend().claim(&long).await.expect("claim");
+    sqlx::query(
+        "INSERT INTO idempotency_keys (scope, handler, idempotency_key, request_fingerprint,
+             owner_token, locked_until, expires_at)
+         SELECT '', 'purge::race', 'expired-' || n, 'fp', 'token', now(),
+                now() - interval '1 second'
+         FROM generate_series(1, $1::bigint) AS n",
+    )
+    .bind(EXPIRED as i64)
+    .execute(&db.pool().await)
+    .await
+    .expect("expired rows are written");
+    assert_eq!(a.stats().await.ok().map(|s| s.expired), Some(EXPIRED));
+
+    let purgers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|store| tokio::spawn(async move { store.purge_expired(25).await }))
+        .collect();
+    let mut reported = Vec::new();
+    for purger in purgers {
+        reported.push(purger.await.expect("no panic").expect("the purge succeeds"));
+    }
+    assert_eq!(reported.iter().sum::<u64>(), EXPIRED, "{reported:?}");
+    let left = b.stats().await.expect("stats");
+    assert_eq!((left.expired, left.in_progress), (0, 1));
+    assert!(matches!(a.inspect(&kept).await, Ok(Some(_))));
+}

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::backoff::Jitter;
+use crate::engine::inspect::{Inspection, Stats};
 use crate::engine::job::Overrides;
 use crate::engine::lease::Leases;
+use crate::engine::purge::PurgeTask;
 use crate::engine::record::{Record, RecordId};
 use crate::engine::store::{IdempotencyStore, StoreResult};
 
@@ -134,5 +136,43 @@ impl Store {
                 return Ok(total);
             }
         }
+    }
+
+    /// Shows a record's state, times and sizes, never its body or headers; expired records
+    /// read as `None`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use idem_runtime::{IdempotencyKey, MemoryStore, RecordId, Store};
+    ///
+    /// let store = Store::new(MemoryStore::new());
+    /// let key = IdempotencyKey::parse("order-0001").unwrap();
+    /// let id = RecordId::new("", "payments::create", key);
+    /// assert_eq!(store.inspect(&id).await.unwrap(), None);
+    /// # }
+    /// ```
+    pub async fn inspect(&self, id: &RecordId) -> StoreResult<Option<Inspection>> {
+        self.backend().inspect(id).await
+    }
+
+    /// Deletes one record in any state, without an owner token: how an operator frees a
+    /// stuck key (docs/contract.md, "Operating the records"). A handler still running under
+    /// the evicted claim loses it: its completion writes nothing. `true` if a record was
+    /// deleted.
+    pub async fn evict(&self, id: &RecordId) -> StoreResult<bool> {
+        self.backend().evict(id).await
+    }
+
+    /// Counts live records by state, and expired ones awaiting a purge.
+    pub async fn stats(&self) -> StoreResult<Stats> {
+        self.backend().stats().await
+    }
+
+    /// Runs [`Store::purge_expired`]`(batch)` every `every` (the first pass at once) until the
+    /// returned task is dropped or stopped. Each pass that removed records adds them to
+    /// `idempotency_purged_total` and logs their number at debug level; a failed pass logs a
+    /// warning and the next one tries again. Needs a tokio runtime.
+    pub fn purge_every(&self, every: Duration, batch: usize) -> PurgeTask {
+        PurgeTask::start(self.clone(), every, batch)
     }
 }

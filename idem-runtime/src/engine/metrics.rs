@@ -24,6 +24,8 @@ pub const STORAGE_FAILURE_TOTAL: &str = "idempotency_storage_failure_total";
 pub const STORAGE_RETRIES_TOTAL: &str = "idempotency_storage_retries_total";
 /// Counter: claims whose lease renewal found them taken over or expired, by `handler`.
 pub const LEASE_LOST_TOTAL: &str = "idempotency_lease_lost_total";
+/// Counter: expired records removed by a background purge (`Store::purge_every`); no labels.
+pub const PURGED_TOTAL: &str = "idempotency_purged_total";
 /// Histogram: seconds per store operation, by `op`.
 pub const STORE_SECONDS: &str = "idempotency_store_seconds";
 
@@ -127,6 +129,10 @@ pub(crate) fn storage_retry(handler: &Cow<'static, str>) {
 
 pub(crate) fn lease_lost(handler: &Cow<'static, str>) {
     metrics::counter!(LEASE_LOST_TOTAL, "handler" => handler.clone()).increment(1);
+}
+
+pub(crate) fn purged(records: u64) {
+    metrics::counter!(PURGED_TOTAL).increment(records);
 }
 
 pub(crate) fn store_time(op: StoreOp, elapsed: Duration) {

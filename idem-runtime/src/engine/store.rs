@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use futures_util::future::Either;
 
+use crate::engine::inspect::{Inspection, Stats};
 use crate::engine::record::{Claim, ClaimOutcome, Payload, Record, RecordId};
 
 /// A boxed, `Send` future: what a pending [`Reply`] holds, so stores can be `dyn`.
@@ -131,6 +132,17 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     /// Deletes up to `limit` expired records and answers how many it deleted.
     fn purge(&self, limit: usize) -> Reply<'_, u64>;
 
+    /// Shows a record's state, times and sizes, never its body or headers; expired records
+    /// read as `None`. For operators (docs/contract.md, "Operating the records").
+    fn inspect<'a>(&'a self, id: &'a RecordId) -> Reply<'a, Option<Inspection>>;
+
+    /// Deletes the record in whatever state it is (expired or not), without checking an
+    /// owner token: how an operator frees a stuck key. `true` if a record was deleted.
+    fn evict<'a>(&'a self, id: &'a RecordId) -> Reply<'a, bool>;
+
+    /// Counts live records by state, and expired ones awaiting a purge.
+    fn stats(&self) -> Reply<'_, Stats>;
+
     /// Opens a transaction on the store's own database, for a transactional run; `None` when
     /// the store has no database to share (the memory store).
     fn begin(&self, isolation: Isolation) -> Option<Reply<'_, Box<dyn StoreTransaction>>> {
@@ -193,6 +205,15 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
     }
     fn purge(&self, limit: usize) -> Reply<'_, u64> {
         (**self).purge(limit)
+    }
+    fn inspect<'a>(&'a self, id: &'a RecordId) -> Reply<'a, Option<Inspection>> {
+        (**self).inspect(id)
+    }
+    fn evict<'a>(&'a self, id: &'a RecordId) -> Reply<'a, bool> {
+        (**self).evict(id)
+    }
+    fn stats(&self) -> Reply<'_, Stats> {
+        (**self).stats()
     }
     fn begin(&self, isolation: Isolation) -> Option<Reply<'_, Box<dyn StoreTransaction>>> {
         (**self).begin(isolation)

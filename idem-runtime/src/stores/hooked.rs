@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::engine::inspect::{Inspection, Stats};
 use crate::engine::record::{Claim, ClaimOutcome, Payload, Record, RecordId};
 use crate::engine::store::{
     IdempotencyStore, Isolation, Ownership, Reply, StoreError, StoreTransaction,
@@ -28,11 +29,17 @@ pub enum Op {
     Purge,
     /// [`IdempotencyStore::begin`]
     Begin,
+    /// [`IdempotencyStore::inspect`]
+    Inspect,
+    /// [`IdempotencyStore::evict`]
+    Evict,
+    /// [`IdempotencyStore::stats`]
+    Stats,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 11] = [
         Op::Claim,
         Op::Renew,
         Op::Complete,
@@ -41,6 +48,9 @@ impl Op {
         Op::Get,
         Op::Purge,
         Op::Begin,
+        Op::Inspect,
+        Op::Evict,
+        Op::Stats,
     ];
 }
 
@@ -144,6 +154,15 @@ impl<S: IdempotencyStore, H: StoreHook> IdempotencyStore for Hooked<S, H> {
     }
     fn purge(&self, limit: usize) -> Reply<'_, u64> {
         self.gate(Op::Purge, || self.inner.purge(limit))
+    }
+    fn inspect<'a>(&'a self, id: &'a RecordId) -> Reply<'a, Option<Inspection>> {
+        self.gate(Op::Inspect, || self.inner.inspect(id))
+    }
+    fn evict<'a>(&'a self, id: &'a RecordId) -> Reply<'a, bool> {
+        self.gate(Op::Evict, || self.inner.evict(id))
+    }
+    fn stats(&self) -> Reply<'_, Stats> {
+        self.gate(Op::Stats, || self.inner.stats())
     }
     fn begin(&self, isolation: Isolation) -> Option<Reply<'_, Box<dyn StoreTransaction>>> {
         let reply = self.inner.begin(isolation)?;

@@ -13,6 +13,7 @@ use hashbrown::HashTable;
 use tokio::time::Instant;
 
 use crate::engine::fingerprint::Fingerprint;
+use crate::engine::inspect::{InspectedState, Inspection, Stats};
 use crate::engine::record::{
     Acquired, Claim, ClaimOutcome, OwnerToken, Payload, Record, RecordId, RecordState,
 };
@@ -98,6 +99,58 @@ impl Entry {
             fingerprint: self.fingerprint,
             state,
         }
+    }
+
+    /// What an operator sees of this record: no times of creation or change (the memory
+    /// store keeps none), no body or headers.
+    fn inspection(&self, now: Instant) -> Inspection {
+        let (state, response_status, headers, body_bytes) = match &self.state {
+            State::InProgress => (
+                InspectedState::InProgress {
+                    lease_remaining: self.locked_until.saturating_duration_since(now),
+                },
+                None,
+                0,
+                0,
+            ),
+            State::FailedStorage => (InspectedState::FailedStorage, None, 0, 0),
+            State::Completed(payload) => match &**payload {
+                Payload::Response {
+                    status,
+                    headers,
+                    body,
+                } => (
+                    InspectedState::Completed,
+                    Some(*status),
+                    headers.len(),
+                    body.len(),
+                ),
+                Payload::Value(json) => (InspectedState::Completed, None, 0, json.len()),
+            },
+        };
+        Inspection {
+            state,
+            age: None,
+            since_update: None,
+            expires_in: self.expires_at.saturating_duration_since(now),
+            response_status,
+            headers,
+            body_bytes,
+        }
+    }
+
+    /// Adds this record to `stats`, live by state or expired.
+    fn count(&self, stats: &mut Stats, now: Instant) {
+        let counter = if self.expires_at <= now {
+            &mut stats.expired
+        } else {
+            match self.state {
+                State::InProgress => &mut stats.in_progress,
+                State::FailedStorage => &mut stats.failed_storage,
+                State::Completed(_) => &mut stats.completed,
+            }
+        };
+        *counter += 1;
     }
 
     /// Whether `claim` may take this record over, and as what.
@@ -278,6 +331,42 @@ impl IdempotencyStore for MemoryStore {
             });
         }
         Reply::Ready(Ok(purged as u64))
+    }
+
+    fn inspect<'a>(&'a self, id: &'a RecordId) -> Reply<'a, Option<Inspection>> {
+        let now = Instant::now();
+        let (hash, shard) = self.shard(id);
+        let inspection = shard
+            .find(hash, |slot| slot.is(hash, id))
+            .map(|slot| &slot.record.entry)
+            .filter(|entry| entry.expires_at > now)
+            .map(|entry| entry.inspection(now));
+        Reply::Ready(Ok(inspection))
+    }
+
+    fn evict<'a>(&'a self, id: &'a RecordId) -> Reply<'a, bool> {
+        let (hash, mut shard) = self.shard(id);
+        let evicted = match shard.find_entry(hash, |slot| slot.is(hash, id)) {
+            Ok(slot) => {
+                slot.remove();
+                true
+            }
+            Err(_) => false,
+        };
+        Reply::Ready(Ok(evicted))
+    }
+
+    /// One shard locked at a time: while other shards change, the counts are each shard's
+    /// as it stood when counted.
+    fn stats(&self) -> Reply<'_, Stats> {
+        let now = Instant::now();
+        let mut stats = Stats::default();
+        for shard in self.shards.iter() {
+            for slot in lock(shard).iter() {
+                slot.record.entry.count(&mut stats, now);
+            }
+        }
+        Reply::Ready(Ok(stats))
     }
 }
 

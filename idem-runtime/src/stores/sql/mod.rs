@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::engine::fingerprint::Fingerprint;
+use crate::engine::inspect::{InspectedState, Inspection};
 use crate::engine::record::{Acquired, FAILED_STORAGE_STATUS, Payload, Record, RecordState};
 use crate::engine::store::StoreError;
 
@@ -231,6 +232,51 @@ impl Columns {
             )),
         };
         Ok(Record { fingerprint, state })
+    }
+}
+
+/// What `INSPECT` reads of a record, as both SQL stores read it.
+pub(crate) struct InspectColumns {
+    pub status: Option<i32>,
+    /// Read only to count the headers: never logged, never returned.
+    pub headers: Option<String>,
+    pub body_bytes: usize,
+    pub age: Duration,
+    pub since_update: Duration,
+    pub expires_in: Duration,
+    pub lease_remaining: Duration,
+}
+
+impl InspectColumns {
+    /// What an operator sees: a completed record without headers is a plain function's
+    /// value, which has no HTTP status (`docs/contract.md`, "6. Plain-function mode").
+    /// Headers that do not decode are a permanent error, as on a read.
+    pub(crate) fn into_inspection(self) -> Result<Inspection, StoreError> {
+        let state = match self.status {
+            None => InspectedState::InProgress {
+                lease_remaining: self.lease_remaining,
+            },
+            Some(FAILED_STORAGE_STATUS) => InspectedState::FailedStorage,
+            Some(_) => InspectedState::Completed,
+        };
+        let completed = state == InspectedState::Completed;
+        let headers = match self.headers.as_deref().filter(|_| completed) {
+            Some(text) => Some(decode_headers(text).map_err(StoreError::permanent)?.len()),
+            None => None,
+        };
+        let response_status = match headers {
+            Some(_) => self.status.and_then(|s| u16::try_from(s).ok()),
+            None => None,
+        };
+        Ok(Inspection {
+            state,
+            age: Some(self.age),
+            since_update: Some(self.since_update),
+            expires_in: self.expires_in,
+            response_status,
+            headers: headers.unwrap_or(0),
+            body_bytes: if completed { self.body_bytes } else { 0 },
+        })
     }
 }
 

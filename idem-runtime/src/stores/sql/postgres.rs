@@ -125,6 +125,25 @@ WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE expires_at <= now()
                        LIMIT $1 FOR UPDATE SKIP LOCKED))
   AND expires_at <= now()";
 
+    const INSPECT: &'static str = "
+SELECT response_status, response_headers, octet_length(response_body)::bigint AS body_bytes,
+       GREATEST(0, EXTRACT(EPOCH FROM now() - created_at) * 1000000)::bigint AS record_age,
+       GREATEST(0, EXTRACT(EPOCH FROM now() - updated_at) * 1000000)::bigint AS since_update,
+       GREATEST(0, EXTRACT(EPOCH FROM expires_at - now()) * 1000000)::bigint AS expires_in,
+       GREATEST(0, EXTRACT(EPOCH FROM locked_until - now()) * 1000000)::bigint AS lease_us
+FROM {table}
+WHERE scope = $1 AND handler = $2 AND idempotency_key = $3 AND expires_at > now()";
+
+    const EVICT: &'static str = "
+DELETE FROM {table} WHERE scope = $1 AND handler = $2 AND idempotency_key = $3";
+
+    const STATS: &'static str = "
+SELECT count(*) FILTER (WHERE expires_at > now() AND response_status IS NULL) AS in_progress,
+       count(*) FILTER (WHERE expires_at > now() AND response_status >= 100) AS completed,
+       count(*) FILTER (WHERE expires_at > now() AND response_status = -1) AS failed_storage,
+       count(*) FILTER (WHERE expires_at <= now()) AS expired
+FROM {table}";
+
     const LEASE_LEFT: &'static str = "lease_us";
 
     fn duration(duration: Duration) -> i64 {

@@ -95,6 +95,27 @@ WHERE scope = ?1 AND handler = ?2 AND idempotency_key = ?3 AND expires_at > {now
 DELETE FROM {table}
 WHERE rowid IN (SELECT rowid FROM {table} WHERE expires_at <= {now} LIMIT ?1)";
 
+    const INSPECT: &'static str = "
+SELECT response_status, response_headers, length(CAST(response_body AS BLOB)) AS body_bytes,
+       max(0, {now} - created_at) AS record_age, max(0, {now} - updated_at) AS since_update,
+       max(0, expires_at - {now}) AS expires_in, max(0, locked_until - {now}) AS lease_ms
+FROM {table}
+WHERE scope = ?1 AND handler = ?2 AND idempotency_key = ?3 AND expires_at > {now}";
+
+    const EVICT: &'static str = "
+DELETE FROM {table} WHERE scope = ?1 AND handler = ?2 AND idempotency_key = ?3";
+
+    const STATS: &'static str = "
+SELECT
+    coalesce(sum(CASE WHEN expires_at > {now} AND response_status IS NULL THEN 1 ELSE 0 END), 0)
+        AS in_progress,
+    coalesce(sum(CASE WHEN expires_at > {now} AND response_status >= 100 THEN 1 ELSE 0 END), 0)
+        AS completed,
+    coalesce(sum(CASE WHEN expires_at > {now} AND response_status = -1 THEN 1 ELSE 0 END), 0)
+        AS failed_storage,
+    coalesce(sum(CASE WHEN expires_at <= {now} THEN 1 ELSE 0 END), 0) AS expired
+FROM {table}";
+
     const LEASE_LEFT: &'static str = "lease_ms";
 
     /// Also writes in the statement's clock and the claim's takeover condition.

@@ -16,7 +16,8 @@ use sqlx::{
     AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type,
 };
 
-use super::{Columns, TableName, payload_columns};
+use super::{Columns, InspectColumns, TableName, payload_columns};
+use crate::engine::inspect::{Inspection, Stats};
 use crate::engine::record::{Claim, ClaimOutcome, Payload, Record, RecordId};
 use crate::engine::store::{
     BoxFuture, IdempotencyStore, Isolation, Ownership, Reply, StoreError, StoreResult,
@@ -27,7 +28,8 @@ use crate::engine::store::{
 ///
 /// The templates use `{table}` for the table; `CLAIM` binds the record's identity, the
 /// request's fingerprint and the claim's token, lease and ttl, in that order. `CLAIM` and `GET`
-/// name the lease left `LEASE_LEFT`, in the unit of [`Dialect::duration`].
+/// name the lease left `LEASE_LEFT`, in the unit of [`Dialect::duration`]; `INSPECT` names it
+/// so too, and its other times `record_age`, `since_update` and `expires_in`, in that unit.
 pub trait Dialect: Database {
     /// Claims or returns the standing record (each backend reads its answer itself).
     const CLAIM: &'static str;
@@ -43,6 +45,14 @@ pub trait Dialect: Database {
     const GET: &'static str;
     /// Deletes a batch of expired records.
     const PURGE: &'static str;
+    /// Reads what an operator may see of a live record: state, sizes and times, with the
+    /// stored headers (only to count them) but never the body.
+    const INSPECT: &'static str;
+    /// Deletes a record by identity, whatever its state.
+    const EVICT: &'static str;
+    /// Counts the table's records: `in_progress`, `completed`, `failed_storage` (live) and
+    /// `expired`, one row.
+    const STATS: &'static str;
     /// The column in which `CLAIM` and `GET` return the lease left.
     const LEASE_LEFT: &'static str;
 
@@ -60,6 +70,11 @@ pub trait Dialect: Database {
 
     /// The lease left, from the number in `LEASE_LEFT` (never negative).
     fn lease_left(number: u64) -> Duration;
+
+    /// A duration from a number of the statements' unit (a negative one is zero).
+    fn span(number: i64) -> Duration {
+        Self::lease_left(u64::try_from(number).unwrap_or(0))
+    }
 
     /// Whether an error code the database returned names a failure that may pass on retry.
     fn code_is_transient(code: &str) -> bool;
@@ -86,6 +101,9 @@ pub struct Statements<DB> {
     release: Arc<str>,
     get: Arc<str>,
     purge: Arc<str>,
+    inspect: Arc<str>,
+    evict: Arc<str>,
+    stats: Arc<str>,
     database: PhantomData<fn() -> DB>,
 }
 
@@ -117,6 +135,9 @@ where
             release: fill(DB::RELEASE),
             get: fill(DB::GET),
             purge: fill(DB::PURGE),
+            inspect: fill(DB::INSPECT),
+            evict: fill(DB::EVICT),
+            stats: fill(DB::STATS),
             table,
             database: PhantomData,
         }
@@ -244,6 +265,70 @@ where
         Ok(DB::rows_affected(&done))
     }
 
+    pub(crate) async fn inspect<'c>(
+        &self,
+        db: impl Executor<'c, Database = DB>,
+        id: &RecordId,
+    ) -> StoreResult<Option<Inspection>> {
+        let row = Self::identified(&self.inspect, id)
+            .fetch_optional(db)
+            .await
+            .map_err(DB::classify)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let span = |column: &str| -> StoreResult<Duration> {
+            let number: i64 = row.try_get(column).map_err(DB::classify)?;
+            Ok(DB::span(number))
+        };
+        let body_bytes: Option<i64> = row.try_get("body_bytes").map_err(DB::classify)?;
+        InspectColumns {
+            status: row.try_get("response_status").map_err(DB::classify)?,
+            headers: row.try_get("response_headers").map_err(DB::classify)?,
+            body_bytes: body_bytes
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(0),
+            age: span("record_age")?,
+            since_update: span("since_update")?,
+            expires_in: span("expires_in")?,
+            lease_remaining: span(DB::LEASE_LEFT)?,
+        }
+        .into_inspection()
+        .map(Some)
+    }
+
+    pub(crate) async fn evict<'c>(
+        &self,
+        db: impl Executor<'c, Database = DB>,
+        id: &RecordId,
+    ) -> StoreResult<bool> {
+        let done = Self::identified(&self.evict, id)
+            .execute(db)
+            .await
+            .map_err(DB::classify)?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    pub(crate) async fn stats<'c>(
+        &self,
+        db: impl Executor<'c, Database = DB>,
+    ) -> StoreResult<Stats> {
+        let row = sqlx::query(AssertSqlSafe(self.stats.clone()))
+            .fetch_one(db)
+            .await
+            .map_err(DB::classify)?;
+        let count = |column: &str| -> StoreResult<u64> {
+            let number: i64 = row.try_get(column).map_err(DB::classify)?;
+            Ok(u64::try_from(number).unwrap_or(0))
+        };
+        Ok(Stats {
+            in_progress: count("in_progress")?,
+            completed: count("completed")?,
+            failed_storage: count("failed_storage")?,
+            expired: count("expired")?,
+        })
+    }
+
     /// The record in a row of `CLAIM` or `GET`; a row that does not decode is a permanent
     /// error.
     pub(crate) fn record(row: &DB::Row) -> StoreResult<Record> {
@@ -350,6 +435,18 @@ where
         Reply::pending(
             async move { on_connection!(self, db => self.statements().purge(db, limit)) },
         )
+    }
+
+    fn inspect<'a>(&'a self, id: &'a RecordId) -> Reply<'a, Option<Inspection>> {
+        Reply::pending(async move { on_connection!(self, db => self.statements().inspect(db, id)) })
+    }
+
+    fn evict<'a>(&'a self, id: &'a RecordId) -> Reply<'a, bool> {
+        Reply::pending(async move { on_connection!(self, db => self.statements().evict(db, id)) })
+    }
+
+    fn stats(&self) -> Reply<'_, Stats> {
+        Reply::pending(async move { on_connection!(self, db => self.statements().stats(db)) })
     }
 
     fn begin(&self, isolation: Isolation) -> Option<Reply<'_, Box<dyn StoreTransaction>>> {

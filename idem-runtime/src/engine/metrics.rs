@@ -3,7 +3,8 @@
 //!
 //! Recording allocates nothing on the request path: the store histogram's keys are statics,
 //! one per operation, and the request counter's keys are built once per handler and outcome
-//! on each thread, then shared (their labels behind an `Arc`, their hash computed once).
+//! on each thread, then shared (their labels behind an `Arc`, their hash computed once):
+//! `tests/benches/overhead.rs` (`oneshot`, and the callgrind recipe in `bench/notes.md`).
 //! Every call still goes through the installed recorder, so a recorder installed later (or
 //! only for a scope, as the tests do) sees everything from then on.
 #![allow(clippy::ptr_arg)]

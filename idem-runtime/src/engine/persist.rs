@@ -48,7 +48,7 @@ fn with_retries<'a>(
             metrics::storage_retry(&job.claim.id.handler);
             let delay = settings.backoff.delay(attempt_number - 1, store.jitter());
             tracing::warn!(op = op.label(), attempt = attempt_number, ?delay, %error, "idempotency store write failed; retrying");
-            // Boxed, so that the retry's timer does not widen this future.
+            // Boxed, so that the retry's timer does not widen this future (benches/overhead.rs).
             Box::pin(tokio::time::sleep(delay)).await;
             result = attempt(op, settings.store_timeout, &mut call).await;
         }

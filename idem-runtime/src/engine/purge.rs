@@ -96,20 +96,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::engine::fingerprint::Fingerprint;
-    use crate::engine::key::IdempotencyKey;
-    use crate::engine::record::{Claim, OwnerToken, RecordId};
+    use crate::engine::record::Claim;
     use crate::stores::MemoryStore;
 
     fn claim(n: usize, ttl: Duration) -> Claim {
-        let key = IdempotencyKey::parse(&format!("purge-key-{n:04}")).unwrap();
-        Claim {
-            id: RecordId::new("", "tests::h", key),
-            fingerprint: Fingerprint::from_bytes([1; 32]),
-            token: OwnerToken::random(),
-            lease: Duration::from_secs(1),
-            ttl,
-        }
+        Claim::for_test(&format!("purge-key-{n:04}"), ttl)
     }
 
     /// The value of the `idempotency_purged_total` counter (no labels) in `snapshot`.

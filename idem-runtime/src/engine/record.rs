@@ -138,6 +138,21 @@ pub struct Claim {
     pub ttl: Duration,
 }
 
+#[cfg(test)]
+impl Claim {
+    /// A fresh claim of `key` on a test handler, with a 1 s lease: for the crate's unit tests.
+    pub(crate) fn for_test(key: &str, ttl: Duration) -> Claim {
+        let key = IdempotencyKey::parse(key).expect("a valid test key");
+        Claim {
+            id: RecordId::new("", "tests::h", key),
+            fingerprint: Fingerprint::from_bytes([1; 32]),
+            token: OwnerToken::random(),
+            lease: Duration::from_secs(1),
+            ttl,
+        }
+    }
+}
+
 /// The state of an existing record, as judged by the store's clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordState {

@@ -375,18 +375,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::engine::key::IdempotencyKey;
     use bytes::Bytes;
 
     fn claim(n: usize, ttl: Duration) -> Claim {
-        let key = IdempotencyKey::parse(&format!("memory-key-{n:04}")).unwrap();
-        Claim {
-            id: RecordId::new("", "tests::h", key),
-            fingerprint: Fingerprint::from_bytes([1; 32]),
-            token: OwnerToken::random(),
-            lease: Duration::from_secs(1),
-            ttl,
-        }
+        Claim::for_test(&format!("memory-key-{n:04}"), ttl)
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,5 @@
 //! A message consumer that charges each order once, however often its message is delivered:
-//! `#[idempotent(key = ...)]` on a plain method (SPEC section 6).
+//! `#[idempotent(key = ...)]` on a plain method (docs/contract.md, "Plain-function mode").
 //!
 //! ```text
 //! cargo run -p idem-examples --bin consumer             # memory store

@@ -1,4 +1,4 @@
--- The idempotency table (SPEC section 4). `{table}` and `{name}` are filled in by the store
+-- The idempotency table (docs/contract.md, "Records"). `{table}` and `{name}` are filled in by the store
 -- with its validated table name. Every migration here is idempotent: `migrate()` runs them all,
 -- in file order, inside one transaction that holds an advisory lock on the table's name.
 --

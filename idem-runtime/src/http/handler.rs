@@ -74,11 +74,7 @@ where
 {
     let policy = *config;
     // A transactional handler always has a key: the attribute refuses `optional` with it.
-    let prepared = match prepare(&store, config, target, head) {
-        Prepared::Unguarded => Prepared::Refused(problem(Outcome::MissingKey, None, None)),
-        prepared => prepared,
-    };
-    match prepared {
+    match prepare(&store, config, target, head) {
         Prepared::Job(job, span) => Either::Right(detach(
             execute(store, job, move |lent| async move {
                 match lent.and_then(L::lend) {

@@ -242,6 +242,9 @@ impl AppState {
         if let Some(retries) = settings.retries {
             idem = idem.override_retries(retries);
         }
+        if let Some(wait) = settings.wait {
+            idem = idem.override_wait(wait);
+        }
         Ok(AppState {
             idem,
             payments,

@@ -74,6 +74,9 @@ pub struct Settings {
     pub lease: Option<Duration>,
     /// `IDEM_RETRIES`: overrides the attribute's retries for the whole process.
     pub retries: Option<u32>,
+    /// `IDEM_WAIT`: a duplicate meeting a payment in progress waits up to this long for its
+    /// result, in every handler of the process; `0s`, or unset, answers 409 at once.
+    pub wait: Option<Duration>,
     /// `IDEM_MODE`: `plain` or `transactional`; by default transactional on SQLite and
     /// Postgres, plain in memory (which has no transaction to share).
     pub mode: Mode,
@@ -104,6 +107,9 @@ impl Settings {
         };
         let lease = var("IDEM_LEASE")
             .map(|text| idem_runtime::parse_duration(&text).map_err(|e| format!("IDEM_LEASE: {e}")))
+            .transpose()?;
+        let wait = var("IDEM_WAIT")
+            .map(|text| idem_runtime::parse_duration(&text).map_err(|e| format!("IDEM_WAIT: {e}")))
             .transpose()?;
         let retries = var("IDEM_RETRIES")
             .map(|text| match text.parse::<u32>() {
@@ -144,6 +150,7 @@ impl Settings {
             latency,
             lease,
             retries,
+            wait,
             mode,
             pg_pool,
             purge_every: Duration::from_secs(60),
@@ -175,7 +182,7 @@ mod tests {
         assert_eq!(s.store, StoreUrl::Sqlite(DEFAULT_STORE.into()));
         assert_eq!(s.bind.to_string(), "127.0.0.1:3000");
         assert_eq!(s.latency, Duration::ZERO);
-        assert_eq!((s.lease, s.retries), (None, None));
+        assert_eq!((s.lease, s.retries, s.wait), (None, None, None));
         assert_eq!((s.mode, s.pg_pool), (Mode::Transactional, None));
         let memory = read(&[("IDEM_STORE", "memory")]).unwrap();
         assert_eq!(memory.mode, Mode::Plain);
@@ -199,8 +206,10 @@ mod tests {
             ("PAYMENTS_LATENCY_MS", "250"),
             ("IDEM_LEASE", "2s"),
             ("IDEM_RETRIES", "3"),
+            ("IDEM_WAIT", "10s"),
         ])
         .unwrap();
+        assert_eq!(s.wait, Some(Duration::from_secs(10)));
         assert_eq!(s.store, StoreUrl::Memory);
         assert_eq!(s.latency, Duration::from_millis(250));
         assert_eq!(s.lease, Some(Duration::from_secs(2)));
@@ -211,6 +220,7 @@ mod tests {
             ("PAYMENTS_LATENCY_MS", "fast"),
             ("IDEM_LEASE", "2 seconds"),
             ("IDEM_RETRIES", "0"),
+            ("IDEM_WAIT", "soon"),
             ("IDEM_MODE", "exactly-once"),
             ("IDEM_PG_POOL", "0"),
         ] {

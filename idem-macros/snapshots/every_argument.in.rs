@@ -4,6 +4,8 @@
     backoff = "50ms..1s",
     ttl = "90m",
     lease = "1500ms",
+    wait = "10s",
+    retry_after = "2s",
     header = "X-Request-Key",
     optional = true,
     keep_server_errors = true,

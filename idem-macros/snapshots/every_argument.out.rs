@@ -35,6 +35,8 @@ async fn ping(
         )
         .ttl(::core::time::Duration::from_secs(5400))
         .lease(::core::time::Duration::from_millis(1500))
+        .wait(::core::time::Duration::from_secs(10))
+        .retry_after(::core::time::Duration::from_secs(2))
         .header("X-Request-Key")
         .optional(true)
         .keep_server_errors(true)

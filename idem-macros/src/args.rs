@@ -11,7 +11,7 @@ use crate::duration::{parse_backoff, parse_duration};
 use crate::transactional::Isolation;
 
 /// Every argument: its name, what its value is, and an example of one (for messages).
-const ARGUMENTS: [(&str, &str, &str); 14] = [
+const ARGUMENTS: [(&str, &str, &str); 16] = [
     (
         "store",
         "a Rust expression, bare or in a string",
@@ -25,6 +25,8 @@ const ARGUMENTS: [(&str, &str, &str); 14] = [
     ),
     ("ttl", "a string duration", "\"24h\""),
     ("lease", "a string duration", "\"30s\""),
+    ("wait", "a string duration", "\"10s\""),
+    ("retry_after", "a string duration", "\"2s\""),
     ("header", "a string header name", "\"Idempotency-Key\""),
     ("optional", "a bool", "true"),
     ("keep_server_errors", "a bool", "true"),
@@ -67,6 +69,10 @@ pub(crate) struct Args {
     pub backoff: Option<Spanned<(Duration, Duration)>>,
     pub ttl: Option<Spanned<Duration>>,
     pub lease: Option<Spanned<Duration>>,
+    /// How long a duplicate waits for the in-flight result.
+    pub wait: Option<Spanned<Duration>>,
+    /// A 409's `Retry-After`, instead of the learnt hint.
+    pub retry_after: Option<Spanned<Duration>>,
     pub header: Option<LitStr>,
     pub optional: Option<LitBool>,
     /// Whether a 5xx is kept, at the argument's name.
@@ -211,6 +217,8 @@ impl Args {
             }
             ("ttl", Lit::Str(s)) => self.ttl = Some(positive_duration(&text, s)?),
             ("lease", Lit::Str(s)) => self.lease = Some(positive_duration(&text, s)?),
+            ("wait", Lit::Str(s)) => self.wait = Some(positive_duration(&text, s)?),
+            ("retry_after", Lit::Str(s)) => self.retry_after = Some(positive_duration(&text, s)?),
             ("header", Lit::Str(s)) => {
                 check_header_name(&s.value()).map_err(|e| Error::new(s.span(), e))?;
                 self.header = Some(s.clone());

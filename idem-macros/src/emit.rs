@@ -309,6 +309,14 @@ pub(crate) fn config_builder(args: &Args, private: &TokenStream) -> TokenStream 
         let lease = duration(lease.value);
         config.extend(quote!(.lease(#lease)));
     }
+    if let Some(wait) = &args.wait {
+        let wait = duration(wait.value);
+        config.extend(quote!(.wait(#wait)));
+    }
+    if let Some(after) = &args.retry_after {
+        let after = duration(after.value);
+        config.extend(quote!(.retry_after(#after)));
+    }
     if let Some(header) = &args.header {
         config.extend(quote!(.header(#header)));
     }

@@ -73,6 +73,8 @@ use crate::handler::{Handler, Mode};
 /// | `backoff` | first and largest delay between attempts, `"100ms..2s"` | `"100ms..2s"` |
 /// | `ttl` | how long a completed response is replayed: `"24h"`, `"90m"` (units `ms`, `s`, `m`, `h`, `d`) | `"24h"` |
 /// | `lease` | how long an in-progress claim blocks duplicates; at most `ttl` | `"30s"` |
+/// | `wait` | a duplicate meeting the first request in progress waits up to this long for its result, answered as a replay, instead of a 409 at once: `"10s"` | no waiting |
+/// | `retry_after` | a 409's `Retry-After`, instead of the handler's usual run time as learnt in process (never more than the lease has left) | learnt, 1 s at first |
 /// | `header` | the request header carrying the key | `"Idempotency-Key"` |
 /// | `optional` | when `true`, a request without the header runs with no idempotency | `false` |
 /// | `keep_server_errors` | when `true`, a 5xx response is kept and replayed like any other instead of releasing the claim | `false` |

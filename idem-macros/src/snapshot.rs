@@ -144,6 +144,11 @@ fn argument_errors_name_what_was_expected() {
             "this function has none",
         ),
         (
+            "store = \"s\", wait = \"0s\"",
+            "`wait` must be longer than zero",
+        ),
+        ("store = \"s\", retry_after = \"soon\"", "`retry_after`: "),
+        (
             "store = \"s\", keep_server_errors = \"yes\"",
             "`keep_server_errors` takes a bool, like `keep_server_errors = true`",
         ),

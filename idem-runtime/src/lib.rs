@@ -95,9 +95,10 @@ pub use engine::record::{
     RecordState, Target,
 };
 pub use engine::store::{
-    BoxFuture, IdempotencyStore, Isolation, Ownership, Reply, StoreError, StoreErrorKind,
-    StoreResult, StoreTransaction,
+    Announcements, BoxFuture, Heard, IdempotencyStore, Isolation, Ownership, Reply, StoreError,
+    StoreErrorKind, StoreResult, StoreTransaction,
 };
+pub use engine::wait::{DEFAULT_MAX_WAITERS, FIRST_POLL, LAST_POLL};
 pub use function::Error;
 #[cfg(feature = "tower")]
 pub use http::layer::{DEFAULT_LAYER_NAME, IdempotencyLayer, Idempotent};
@@ -108,7 +109,7 @@ pub use http::request::{Fingerprinted, FingerprintedAllHeaders, HARD_BODY_LIMIT,
 #[cfg(feature = "axum")]
 pub use http::response::REPLAYED_HEADER;
 #[cfg(feature = "postgres")]
-pub use stores::{CLAIM_ATTEMPTS, PgTx, PostgresStore};
+pub use stores::{CLAIM_ATTEMPTS, PgTx, PostgresStore, WAKE_CHANNEL};
 pub use stores::{
     DEFAULT_MEMORY_CAPACITY, FailingStore, Failures, Gate, Hooked, MemoryStore, Op, StoreHook,
 };

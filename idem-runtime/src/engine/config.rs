@@ -41,6 +41,8 @@ pub struct Config {
     transactional: Option<Isolation>,
     keep_server_errors: bool,
     release_statuses: &'static [u16],
+    wait: Option<Duration>,
+    retry_after: Option<Duration>,
 }
 
 impl Default for Config {
@@ -64,6 +66,8 @@ impl Config {
             transactional: None,
             keep_server_errors: false,
             release_statuses: &[],
+            wait: None,
+            retry_after: None,
         }
     }
 
@@ -148,6 +152,21 @@ impl Config {
         self
     }
 
+    /// A duplicate that meets the key's first request in progress waits up to `wait` for its
+    /// result and answers with it, instead of a 409 at once (docs/contract.md, "Waiting for
+    /// the in-flight result"). Zero means no waiting, the default.
+    pub const fn wait(mut self, wait: Duration) -> Self {
+        self.wait = if wait.is_zero() { None } else { Some(wait) };
+        self
+    }
+
+    /// The `Retry-After` of a 409, instead of the hint learnt from this handler's usual run
+    /// time (never more than the owner's lease has left, never under a second).
+    pub const fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
     /// Whether a response with `status` is kept (stored, then replayed) or releases the claim:
     /// the one rule every HTTP path follows. 1xx–3xx are kept; a 4xx unless it is one of
     /// [`release_statuses`](Config::release_statuses); a 5xx only with
@@ -220,6 +239,14 @@ impl Config {
     /// See [`Config::release_statuses`].
     pub const fn release_statuses_value(&self) -> &'static [u16] {
         self.release_statuses
+    }
+    /// See [`Config::wait`].
+    pub const fn wait_value(&self) -> Option<Duration> {
+        self.wait
+    }
+    /// See [`Config::retry_after`].
+    pub const fn retry_after_value(&self) -> Option<Duration> {
+        self.retry_after
     }
 }
 

@@ -17,10 +17,10 @@ pub enum Decision {
     Replay(Arc<Payload>),
     /// The key was first used with another request.
     Mismatch,
-    /// The key's first request is still running: retry after the given time.
+    /// The key's first request is still running.
     Conflict {
         /// Time left on the owner's lease.
-        retry_after: Duration,
+        lease_remaining: Duration,
     },
 }
 
@@ -46,13 +46,11 @@ pub fn decide(claimed: ClaimOutcome, fingerprint: &Fingerprint) -> Decision {
         }) if first != *fingerprint => Decision::Mismatch,
         ClaimOutcome::Existing(Record { state, .. }) => match state {
             RecordState::Completed(response) => Decision::Replay(response),
-            RecordState::InProgress { lease_remaining } => Decision::Conflict {
-                retry_after: lease_remaining,
-            },
+            RecordState::InProgress { lease_remaining } => Decision::Conflict { lease_remaining },
             // A store hands back a FAILED_STORAGE record of the same fingerprint only when a
             // racing duplicate took it over first: that duplicate is now in progress.
             RecordState::FailedStorage => Decision::Conflict {
-                retry_after: Duration::from_secs(1),
+                lease_remaining: Duration::from_secs(1),
             },
         },
     }
@@ -119,7 +117,7 @@ mod tests {
         assert_eq!(
             decide(existing(1, live), &fp(1)),
             Decision::Conflict {
-                retry_after: Duration::from_secs(7)
+                lease_remaining: Duration::from_secs(7)
             }
         );
     }

@@ -9,7 +9,8 @@
 //!   └─ existing record:
 //!        other fingerprint ─────► Mismatch
 //!        COMPLETED ─────────────► Replay(payload)
-//!        IN_PROGRESS, live lease ► Conflict { retry_after }
+//!        IN_PROGRESS, live lease ► Conflict { retry_after: the hint }, or, for a call that may
+//!                                  wait: wait for the claim to end and decide again
 //! ```
 //!
 //! It knows keys, fingerprints, records, leases and payloads; an adapter turns its protocol
@@ -32,6 +33,7 @@ use crate::engine::persist;
 use crate::engine::record::Payload;
 use crate::engine::store::{Isolation, Ownership, StoreError, StoreTransaction};
 use crate::engine::timed::attempt;
+use crate::engine::wait;
 
 /// What the adapter makes of the work's output: the payload to keep, or a release, and in
 /// both cases the answer for its caller.
@@ -114,10 +116,17 @@ where
         backend.claim(&job.claim)
     })
     .await;
-    let decision = claimed.map(|claimed| decide(claimed, &job.claim.fingerprint));
-    let outcome = decision
-        .as_ref()
-        .map_or(Outcome::StoreUnavailable, Decision::outcome);
+    let mut decision = claimed.map(|claimed| decide(claimed, &job.claim.fingerprint));
+    let mut waited = false;
+    if let (Ok(conflict @ Decision::Conflict { .. }), Some(wait)) = (&decision, job.settings.wait) {
+        decision = wait::wait_for(&store, &job, wait, conflict.clone()).await;
+        waited = true;
+    }
+    let outcome = match &decision {
+        Err(_) => Outcome::StoreUnavailable,
+        Ok(Decision::Replay(_)) if waited => Outcome::ReplayedAfterWait,
+        Ok(decision) => decision.outcome(),
+    };
     metrics::outcome(&job.claim.id.handler, outcome);
     match decision {
         Err(error) => {
@@ -125,12 +134,14 @@ where
             Verdict::Unavailable(error)
         }
         Ok(Decision::Execute(how)) => {
-            tracing::debug!(?how, "claimed; running");
+            tracing::debug!(?how, waited, "claimed; running");
             run(&store, &job, work).await
         }
         Ok(Decision::Replay(payload)) => Verdict::Replay(payload),
         Ok(Decision::Mismatch) => Verdict::Mismatch,
-        Ok(Decision::Conflict { retry_after }) => Verdict::Conflict { retry_after },
+        Ok(Decision::Conflict { lease_remaining }) => Verdict::Conflict {
+            retry_after: store.run_times().hint(&job, lease_remaining),
+        },
     }
 }
 
@@ -163,7 +174,13 @@ where
         },
     };
     let back = lent.as_ref().map(|lent| lent.back.clone());
+    let started = tokio::time::Instant::now();
     let settled = AssertUnwindSafe(work(lent)).catch_unwind().await;
+    if let Ok(Settle::Keep(..)) = settled {
+        store
+            .run_times()
+            .record(&job.claim.id.handler, started.elapsed());
+    }
     let transaction = back.and_then(|back| back.take());
     let verdict = match settled {
         Ok(Settle::Keep(payload, answer)) => match job.settings.transactional {
@@ -189,7 +206,25 @@ where
         }
     };
     drop(held);
+    ended(store, job).await;
     verdict
+}
+
+/// Rings the waiters of the key whose claim just ended: those of this process at once, and,
+/// for a handler that waits, those of other processes through the store. An announcement
+/// that fails costs those waiters one poll.
+async fn ended(store: &Store, job: &Job) {
+    store.waiters().ring(&job.claim.id);
+    if job.settings.wait.is_some() {
+        let backend = store.backend();
+        if let Err(error) = attempt(StoreOp::Announce, job.settings.store_timeout, || {
+            backend.announce(&job.claim.id)
+        })
+        .await
+        {
+            tracing::debug!(%error, "the end of the claim could not be announced; waiters elsewhere find it at their next poll");
+        }
+    }
 }
 
 /// Opens a transactional run's transaction, bounded by the store timeout.

@@ -12,6 +12,7 @@ use crate::engine::lease::Leases;
 use crate::engine::purge::PurgeTask;
 use crate::engine::record::{Record, RecordId};
 use crate::engine::store::{IdempotencyStore, StoreResult};
+use crate::engine::wait::{DEFAULT_MAX_WAITERS, RunTimes, Waiters};
 
 /// The handle handlers use: any store, cheap to clone, plus process-wide settings.
 ///
@@ -34,9 +35,13 @@ pub struct Store {
 struct Inner {
     backend: Arc<dyn IdempotencyStore>,
     leases: Arc<Leases>,
+    waiters: Arc<Waiters>,
+    run_times: Arc<RunTimes>,
     jitter: Arc<Jitter>,
     lease: Option<Duration>,
     retries: Option<u32>,
+    wait: Option<Duration>,
+    max_waiters: usize,
 }
 
 impl fmt::Debug for Store {
@@ -44,6 +49,8 @@ impl fmt::Debug for Store {
         f.debug_struct("Store")
             .field("lease_override", &self.inner.lease)
             .field("retries_override", &self.inner.retries)
+            .field("wait_override", &self.inner.wait)
+            .field("max_waiters", &self.inner.max_waiters)
             .finish_non_exhaustive()
     }
 }
@@ -66,9 +73,13 @@ impl Store {
             inner: Arc::new(Inner {
                 backend,
                 leases: Arc::default(),
+                waiters: Arc::default(),
+                run_times: Arc::default(),
                 jitter: Arc::new(Jitter::Random),
                 lease: None,
                 retries: None,
+                wait: None,
+                max_waiters: DEFAULT_MAX_WAITERS,
             }),
         }
     }
@@ -91,6 +102,35 @@ impl Store {
         self.with(|inner| inner.retries = Some(retries.max(1)))
     }
 
+    /// Makes every handler wait up to `wait` for an in-flight result, as if each had
+    /// `#[idempotent(wait = ...)]` (docs/contract.md, "Waiting for the in-flight result"); zero
+    /// turns waiting off everywhere.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use idem_runtime::{MemoryStore, Store};
+    ///
+    /// let store = Store::new(MemoryStore::new())
+    ///     .override_wait(Duration::from_secs(10))
+    ///     .max_waiters(256);
+    /// assert_eq!(store.waiting(), 0);
+    /// ```
+    pub fn override_wait(&self, wait: Duration) -> Self {
+        self.with(|inner| inner.wait = Some(wait))
+    }
+
+    /// Bounds how many calls may wait for an in-flight result through this handle at once
+    /// (default 1024); beyond it, a duplicate gets its 409 at once.
+    pub fn max_waiters(&self, limit: usize) -> Self {
+        self.with(|inner| inner.max_waiters = limit)
+    }
+
+    /// How many calls wait for an in-flight result through this handle now (also the gauge
+    /// `idempotency_waiters`).
+    pub fn waiting(&self) -> usize {
+        self.inner.waiters.count()
+    }
+
     /// Draws backoff jitter from a generator seeded with `seed`, for repeatable tests.
     pub fn with_jitter_seed(&self, seed: u64) -> Self {
         self.with(|inner| inner.jitter = Arc::new(Jitter::seeded(seed)))
@@ -109,6 +149,18 @@ impl Store {
         &self.inner.leases
     }
 
+    pub(crate) fn waiters(&self) -> &Arc<Waiters> {
+        &self.inner.waiters
+    }
+
+    pub(crate) fn max_waiters_value(&self) -> usize {
+        self.inner.max_waiters
+    }
+
+    pub(crate) fn run_times(&self) -> &RunTimes {
+        &self.inner.run_times
+    }
+
     pub(crate) fn jitter(&self) -> &Jitter {
         &self.inner.jitter
     }
@@ -117,6 +169,7 @@ impl Store {
         Overrides {
             lease: self.inner.lease,
             retries: self.inner.retries,
+            wait: self.inner.wait,
         }
     }
 

@@ -1,7 +1,10 @@
 //! One idempotent call as the executor runs it: its claim and its settings.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::engine::backoff::Backoff;
 use crate::engine::config::Config;
@@ -19,6 +22,8 @@ pub(crate) struct Settings {
     pub ttl: Duration,
     pub store_timeout: Duration,
     pub transactional: Option<Isolation>,
+    pub wait: Option<Duration>,
+    pub retry_after: Option<Duration>,
 }
 
 /// A store handle's process-wide overrides of every handler's settings.
@@ -26,6 +31,7 @@ pub(crate) struct Settings {
 pub(crate) struct Overrides {
     pub lease: Option<Duration>,
     pub retries: Option<u32>,
+    pub wait: Option<Duration>,
 }
 
 impl Settings {
@@ -37,6 +43,11 @@ impl Settings {
             ttl: config.ttl_value(),
             store_timeout: config.store_timeout_value(),
             transactional: config.transactional_value(),
+            wait: overrides
+                .wait
+                .or(config.wait_value())
+                .filter(|wait| !wait.is_zero()),
+            retry_after: config.retry_after_value(),
         }
     }
 }
@@ -47,6 +58,8 @@ impl Settings {
 pub(crate) struct Job {
     pub settings: Settings,
     pub claim: Claim,
+    /// Whether the caller still waits for the answer.
+    pub caller: Caller,
 }
 
 impl Job {
@@ -67,11 +80,37 @@ impl Job {
                 ttl: settings.ttl,
             },
             settings,
+            caller: Caller::default(),
         })
     }
 
     /// How often the lease is renewed: every third of it.
     pub(crate) fn renew_every(&self) -> Duration {
         (self.settings.lease / 3).max(Duration::from_millis(1))
+    }
+}
+
+/// The caller of one call, as far as the executor needs to know it: whether it hung up. A
+/// waiting duplicate whose caller hung up stops waiting at once; a running one finishes.
+#[derive(Debug, Default)]
+pub(crate) struct Caller {
+    gone: AtomicBool,
+    left: Notify,
+}
+
+impl Caller {
+    /// The caller hung up.
+    pub(crate) fn hang_up(&self) {
+        self.gone.store(true, Ordering::Release);
+        self.left.notify_waiters();
+    }
+
+    /// Completes once the caller has hung up.
+    pub(crate) async fn gone(&self) {
+        let left = self.left.notified();
+        if self.gone.load(Ordering::Acquire) {
+            return;
+        }
+        left.await;
     }
 }

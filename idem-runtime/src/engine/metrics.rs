@@ -27,6 +27,8 @@ pub const STORAGE_RETRIES_TOTAL: &str = "idempotency_storage_retries_total";
 pub const LEASE_LOST_TOTAL: &str = "idempotency_lease_lost_total";
 /// Counter: expired records removed by a background purge (`Store::purge_every`); no labels.
 pub const PURGED_TOTAL: &str = "idempotency_purged_total";
+/// Gauge: calls waiting for an in-flight result; no labels.
+pub const WAITERS: &str = "idempotency_waiters";
 /// Histogram: seconds per store operation, by `op`.
 pub const STORE_SECONDS: &str = "idempotency_store_seconds";
 
@@ -44,6 +46,7 @@ pub(crate) enum StoreOp {
     Renew,
     Begin,
     Commit,
+    Announce,
 }
 
 impl StoreOp {
@@ -56,6 +59,7 @@ impl StoreOp {
             StoreOp::Renew => "renew",
             StoreOp::Begin => "begin",
             StoreOp::Commit => "commit",
+            StoreOp::Announce => "announce",
         }
     }
 
@@ -67,7 +71,8 @@ impl StoreOp {
         static RENEW: [Label; 1] = [Label::from_static_parts("op", StoreOp::Renew.label())];
         static BEGIN: [Label; 1] = [Label::from_static_parts("op", StoreOp::Begin.label())];
         static COMMIT: [Label; 1] = [Label::from_static_parts("op", StoreOp::Commit.label())];
-        static KEYS: [Key; 7] = [
+        static ANNOUNCE: [Label; 1] = [Label::from_static_parts("op", StoreOp::Announce.label())];
+        static KEYS: [Key; 8] = [
             Key::from_static_parts(STORE_SECONDS, &CLAIM),
             Key::from_static_parts(STORE_SECONDS, &COMPLETE),
             Key::from_static_parts(STORE_SECONDS, &FAIL),
@@ -75,6 +80,7 @@ impl StoreOp {
             Key::from_static_parts(STORE_SECONDS, &RENEW),
             Key::from_static_parts(STORE_SECONDS, &BEGIN),
             Key::from_static_parts(STORE_SECONDS, &COMMIT),
+            Key::from_static_parts(STORE_SECONDS, &ANNOUNCE),
         ];
         &KEYS[self as usize]
     }
@@ -130,6 +136,10 @@ pub(crate) fn storage_retry(handler: &Cow<'static, str>) {
 
 pub(crate) fn lease_lost(handler: &Cow<'static, str>) {
     metrics::counter!(LEASE_LOST_TOTAL, "handler" => handler.clone()).increment(1);
+}
+
+pub(crate) fn waiters(change: f64) {
+    metrics::gauge!(WAITERS).increment(change);
 }
 
 pub(crate) fn purged(records: u64) {

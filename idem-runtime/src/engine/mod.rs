@@ -21,3 +21,4 @@ pub(crate) mod purge;
 pub(crate) mod record;
 pub(crate) mod store;
 pub(crate) mod timed;
+pub(crate) mod wait;

@@ -13,6 +13,8 @@ pub enum Outcome {
     Recovered,
     /// A stored response was replayed.
     Replayed,
+    /// A duplicate waited for the first request's result, and was answered with it.
+    ReplayedAfterWait,
     /// The key is in progress elsewhere: 409.
     Conflict,
     /// The key was used with another request: 422.
@@ -26,10 +28,11 @@ pub enum Outcome {
 }
 
 /// Every outcome, in table order.
-pub const OUTCOMES: [Outcome; 8] = [
+pub const OUTCOMES: [Outcome; 9] = [
     Outcome::Executed,
     Outcome::Recovered,
     Outcome::Replayed,
+    Outcome::ReplayedAfterWait,
     Outcome::Conflict,
     Outcome::Mismatch,
     Outcome::InvalidKey,
@@ -44,6 +47,7 @@ impl Outcome {
             Outcome::Executed => "executed",
             Outcome::Recovered => "recovered",
             Outcome::Replayed => "replayed",
+            Outcome::ReplayedAfterWait => "replayed_after_wait",
             Outcome::Conflict => "conflict",
             Outcome::Mismatch => "mismatch",
             Outcome::InvalidKey => "invalid_key",

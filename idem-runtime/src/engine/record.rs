@@ -71,6 +71,28 @@ impl Hash for RecordId {
     }
 }
 
+impl RecordId {
+    /// A short name for the record that is the same in every process, for telling waiters
+    /// elsewhere that its claim ended: the first 8 bytes of a SHA-256 of its three parts. Two
+    /// records sharing it only wake each other's waiters for one more look.
+    pub fn wake_key(&self) -> u64 {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for part in [
+            self.scope.as_bytes(),
+            self.handler.as_bytes(),
+            self.key.as_str().as_bytes(),
+        ] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        let digest = hasher.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_le_bytes(first)
+    }
+}
+
 impl fmt::Debug for RecordId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecordId")

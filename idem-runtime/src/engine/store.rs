@@ -16,6 +16,7 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::Stream;
 use futures_util::future::Either;
 
 use crate::engine::inspect::{Inspection, Stats};
@@ -149,6 +150,35 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         let _ = isolation;
         None
     }
+
+    /// Tells waiters in other processes that the claim on `id` ended (completed, failed or
+    /// released), so that they look again; a store without such wake-ups does nothing.
+    /// Called only for handlers that wait (docs/contract.md, "Waiting for the in-flight
+    /// result").
+    fn announce<'a>(&'a self, id: &'a RecordId) -> Reply<'a, ()> {
+        let _ = id;
+        Reply::Ready(Ok(()))
+    }
+
+    /// Starts hearing other processes' announcements, on one connection of its own; `None`
+    /// when the store has no wake-ups across processes, and waiters there poll.
+    fn listen(&self) -> Option<Reply<'_, Announcements>> {
+        None
+    }
+}
+
+/// What a store's listener hears: announcements from other processes, until the stream ends
+/// (then the listener is started again).
+pub type Announcements = Pin<Box<dyn Stream<Item = Heard> + Send>>;
+
+/// One thing a store's listener heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// The claim on the record with this [`RecordId::wake_key`] ended.
+    Ended(u64),
+    /// Announcements may have been missed (the listening connection was lost and made again):
+    /// every waiter looks again.
+    Gap,
 }
 
 /// A transaction on the store's own database, opened for one transactional run: the work's
@@ -217,6 +247,12 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
     }
     fn begin(&self, isolation: Isolation) -> Option<Reply<'_, Box<dyn StoreTransaction>>> {
         (**self).begin(isolation)
+    }
+    fn announce<'a>(&'a self, id: &'a RecordId) -> Reply<'a, ()> {
+        (**self).announce(id)
+    }
+    fn listen(&self) -> Option<Reply<'_, Announcements>> {
+        (**self).listen()
     }
 }
 

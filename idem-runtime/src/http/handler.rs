@@ -49,8 +49,9 @@ where
         Prepared::Unguarded => Either::Left(Either::Left(handler.map(IntoResponse::into_response))),
         Prepared::Refused(response) => Either::Left(Either::Right(std::future::ready(response))),
         Prepared::Job(job, span) => Either::Right(detach(
-            execute(store, job, move |_| respond(handler, policy)),
+            execute(store, job.clone(), move |_| respond(handler, policy)),
             span,
+            job,
         )),
     }
 }
@@ -76,7 +77,7 @@ where
     // A transactional handler always has a key: the attribute refuses `optional` with it.
     match prepare(&store, config, target, head) {
         Prepared::Job(job, span) => Either::Right(detach(
-            execute(store, job, move |lent| async move {
+            execute(store, job.clone(), move |lent| async move {
                 match lent.and_then(L::lend) {
                     Some(tx) => respond(handler(tx), policy).await,
                     None => {
@@ -88,6 +89,7 @@ where
                 }
             }),
             span,
+            job,
         )),
         Prepared::Refused(response) => Either::Left(std::future::ready(response)),
         Prepared::Unguarded => {
@@ -131,8 +133,12 @@ fn prepare(store: &Store, config: &Config, target: Target, head: RequestHead) ->
 fn detach(
     call: impl Future<Output = Verdict<Response>> + Send + 'static,
     span: tracing::Span,
+    job: Arc<Job>,
 ) -> impl Future<Output = Response> + Send {
-    Detach(Some(Box::pin(call.map(answer).instrument(span))))
+    Detach {
+        task: Some(Box::pin(call.map(answer).instrument(span))),
+        job,
+    }
 }
 
 /// Marks a response that stands for a failure of the wrapped service rather than its answer
@@ -203,15 +209,19 @@ fn problem(outcome: Outcome, detail: Option<&str>, retry_after: Option<Duration>
 
 /// The request's run, polled in the request's own task while the client waits, and moved into
 /// a task of its own if the request is dropped first (the client hung up): it is never
-/// cancelled halfway, so its response is still stored. Running in place spares a spawn per
-/// request; the future is boxed so that it can move without being moved.
-struct Detach<F: Future<Output = Response> + Send + 'static>(Option<Pin<Box<F>>>);
+/// cancelled halfway, so its response is still stored. A call that only waits for another's
+/// result is told, and stops waiting. Running in place spares a spawn per request; the future
+/// is boxed so that it can move without being moved.
+struct Detach<F: Future<Output = Response> + Send + 'static> {
+    task: Option<Pin<Box<F>>>,
+    job: Arc<Job>,
+}
 
 impl<F: Future<Output = Response> + Send + 'static> Future for Detach<F> {
     type Output = Response;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
-        let Some(task) = self.0.as_mut() else {
+        let Some(task) = self.task.as_mut() else {
             return Poll::Ready(Problem::HandlerPanicked.response(None, None));
         };
         // The handler's own panics are caught by the executor; this catches the rest, as a
@@ -219,11 +229,11 @@ impl<F: Future<Output = Response> + Send + 'static> Future for Detach<F> {
         match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(response)) => {
-                self.0 = None;
+                self.task = None;
                 Poll::Ready(response)
             }
             Err(_) => {
-                self.0 = None;
+                self.task = None;
                 tracing::error!("the idempotent request's task ended abnormally");
                 Poll::Ready(Problem::HandlerPanicked.response(None, None))
             }
@@ -233,7 +243,8 @@ impl<F: Future<Output = Response> + Send + 'static> Future for Detach<F> {
 
 impl<F: Future<Output = Response> + Send + 'static> Drop for Detach<F> {
     fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
+        if let Some(task) = self.task.take() {
+            self.job.caller.hang_up();
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => drop(runtime.spawn(task)),
                 Err(_) => tracing::error!(

@@ -193,6 +193,19 @@ impl IdempotencyLayer {
         self.config(config)
     }
 
+    /// Waits up to `wait` for an in-flight result instead of answering 409 at once
+    /// (docs/contract.md, "Waiting for the in-flight result").
+    pub fn wait(self, wait: Duration) -> Self {
+        let config = self.config.wait(wait);
+        self.config(config)
+    }
+
+    /// Sets a 409's `Retry-After`, instead of the hint learnt from the usual run time.
+    pub fn retry_after(self, after: Duration) -> Self {
+        let config = self.config.retry_after(after);
+        self.config(config)
+    }
+
     /// The handler name for services without an axum matched route (metrics label and record
     /// identity; default `"idempotency_layer"`). Keep it fixed: never a raw path.
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {

@@ -46,7 +46,10 @@ impl Problem {
     /// The problem an outcome answers with, if the library answers at all.
     pub const fn answering(outcome: Outcome) -> Option<Problem> {
         match outcome {
-            Outcome::Executed | Outcome::Recovered | Outcome::Replayed => None,
+            Outcome::Executed
+            | Outcome::Recovered
+            | Outcome::Replayed
+            | Outcome::ReplayedAfterWait => None,
             Outcome::Conflict => Some(Problem::Conflict),
             Outcome::Mismatch => Some(Problem::Mismatch),
             Outcome::InvalidKey => Some(Problem::InvalidKey),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::engine::inspect::{Inspection, Stats};
 use crate::engine::record::{Claim, ClaimOutcome, Payload, Record, RecordId};
 use crate::engine::store::{
-    IdempotencyStore, Isolation, Ownership, Reply, StoreError, StoreTransaction,
+    Announcements, IdempotencyStore, Isolation, Ownership, Reply, StoreError, StoreTransaction,
 };
 
 /// A store operation, as a hook sees it.
@@ -35,11 +35,15 @@ pub enum Op {
     Evict,
     /// [`IdempotencyStore::stats`]
     Stats,
+    /// [`IdempotencyStore::announce`]
+    Announce,
+    /// [`IdempotencyStore::listen`]
+    Listen,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 13] = [
         Op::Claim,
         Op::Renew,
         Op::Complete,
@@ -51,6 +55,8 @@ impl Op {
         Op::Inspect,
         Op::Evict,
         Op::Stats,
+        Op::Announce,
+        Op::Listen,
     ];
 }
 
@@ -167,5 +173,12 @@ impl<S: IdempotencyStore, H: StoreHook> IdempotencyStore for Hooked<S, H> {
     fn begin(&self, isolation: Isolation) -> Option<Reply<'_, Box<dyn StoreTransaction>>> {
         let reply = self.inner.begin(isolation)?;
         Some(self.gate(Op::Begin, || reply))
+    }
+    fn announce<'a>(&'a self, id: &'a RecordId) -> Reply<'a, ()> {
+        self.gate(Op::Announce, || self.inner.announce(id))
+    }
+    fn listen(&self) -> Option<Reply<'_, Announcements>> {
+        let reply = self.inner.listen()?;
+        Some(self.gate(Op::Listen, || reply))
     }
 }

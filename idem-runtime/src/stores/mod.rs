@@ -15,7 +15,7 @@ pub use sql::PgTx;
 #[cfg(feature = "sqlite")]
 pub use sql::SqliteTx;
 #[cfg(feature = "postgres")]
-pub use sql::postgres::{CLAIM_ATTEMPTS, PostgresStore};
+pub use sql::postgres::{CLAIM_ATTEMPTS, PostgresStore, WAKE_CHANNEL};
 #[cfg(feature = "sqlite")]
 pub use sql::sqlite::SqliteStore;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]

@@ -14,7 +14,7 @@ use crate::support::*;
 use crate::{CONFIG, abandon, failing, memory};
 
 #[tokio::test(start_paused = true)]
-async fn same_key_in_progress_with_a_live_lease_is_409_with_retry_after() {
+async fn same_key_in_progress_with_a_live_lease_is_409_with_a_short_retry_after() {
     let metrics = Metrics::install();
     let (store, counter) = (memory(), Counter::default());
     let req = Req::new("order-0008");
@@ -38,8 +38,8 @@ async fn same_key_in_progress_with_a_live_lease_is_409_with_retry_after() {
     assert_eq!(reply.problem_type(), "urn:idem:problem:request-in-progress");
     assert_eq!(
         reply.retry_after(),
-        Some(30),
-        "the whole default lease is left"
+        Some(1),
+        "no run has completed yet: a second, not the 30 s left on the lease"
     );
     assert_eq!(state(&store, &req).await, Some("IN_PROGRESS"));
     release.notify_one();
@@ -49,6 +49,59 @@ async fn same_key_in_progress_with_a_live_lease_is_409_with_retry_after() {
     assert_eq!(&replay.body[..], b"first");
     assert_eq!(counter.runs(), 0);
     assert_eq!(metrics.outcome("conflict"), 1);
+}
+
+/// A duplicate of a slow request is answered 409 at once, told to come back after the
+/// request's usual run time, and within the lease.
+async fn conflict_hint(config: &'static Config, run: Duration, key: &str) -> Option<u64> {
+    let store = memory();
+    let took = Req::new(&format!("{key}-before"));
+    send(&store, config, &took, async move {
+        tokio::time::sleep(run).await;
+        (StatusCode::CREATED, "done")
+    })
+    .await;
+    let req = Req::new(key);
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let first = tokio::spawn({
+        let (store, req, started, release) =
+            (store.clone(), req.clone(), started.clone(), release.clone());
+        async move {
+            send(&store, config, &req, async move {
+                started.notify_one();
+                release.notified().await;
+                (StatusCode::CREATED, "first")
+            })
+            .await
+        }
+    });
+    started.notified().await;
+    let reply = send(&store, config, &req, Counter::default().created()).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    release.notify_one();
+    first.await.unwrap();
+    reply.retry_after()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_409_hint_is_the_usual_run_time_within_the_lease() {
+    assert_eq!(
+        conflict_hint(&CONFIG, Duration::from_millis(4200), "order-hint-1").await,
+        Some(5),
+        "a 4.2 s run: come back in 5 s"
+    );
+    static SHORT_LEASE: Config = CONFIG.lease(Duration::from_secs(3));
+    assert_eq!(
+        conflict_hint(&SHORT_LEASE, Duration::from_secs(8), "order-hint-2").await,
+        Some(3),
+        "never more than the lease has left"
+    );
+    static FIXED: Config = CONFIG.retry_after(Duration::from_secs(2));
+    assert_eq!(
+        conflict_hint(&FIXED, Duration::from_secs(8), "order-hint-3").await,
+        Some(2),
+        "the handler's own retry_after"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -26,7 +26,7 @@ use std::time::Duration;
 use std::ops::{Deref, DerefMut};
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgQueryResult};
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions, PgQueryResult};
 use sqlx::{AssertSqlSafe, PgExecutor, Postgres, Row};
 
 use super::connections::{Connections, Lease};
@@ -34,14 +34,19 @@ use super::{
     Dialect, InvalidTableName, SqlStore, Statements, TableName, acquired_from_column, micros,
     on_connection, postgres_code_is_transient,
 };
-use crate::engine::record::{Claim, ClaimOutcome, Record};
+use crate::engine::record::{Claim, ClaimOutcome, Record, RecordId};
 use crate::engine::store::Isolation;
-use crate::engine::store::{StoreError, StoreResult};
+use crate::engine::store::{Announcements, Heard, Reply, StoreError, StoreResult};
 
 /// The migrations, in order; each is idempotent and runs on every [`PostgresStore::migrate`].
 const MIGRATIONS: &[&str] = &[include_str!(
     "../../../migrations/postgres/0001_idempotency_keys.sql"
 )];
+
+/// The channel on which claims that ended are announced to waiters in other processes
+/// (docs/contract.md, "Waiting for the in-flight result"): the payload is the record's
+/// [`RecordId::wake_key`] in hex, never its key.
+pub const WAKE_CHANNEL: &str = "idem_claim_ended";
 
 /// How many times a claim statement runs in the READ COMMITTED corners (see the module
 /// doc). A second run sees the committed row; a third covers a release in between.
@@ -380,6 +385,59 @@ impl SqlStore for PostgresStore {
             PgConnectionFor::Own(lease) => lease.settle(result),
             PgConnectionFor::Pooled(_) => result,
         }
+    }
+
+    /// `NOTIFY`s the record's wake key on [`WAKE_CHANNEL`], for the listeners of other
+    /// processes: one statement, delivered when it commits (at once, outside a transaction).
+    fn announce<'a>(&'a self, id: &'a RecordId) -> Reply<'a, ()> {
+        Reply::pending(async move {
+            let key = format!("{:016x}", id.wake_key());
+            on_connection!(self, db => async {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(WAKE_CHANNEL)
+                    .bind(key)
+                    .execute(db)
+                    .await
+                    .map(drop)
+                    .map_err(Postgres::classify)
+            })
+        })
+    }
+
+    /// `LISTEN`s on [`WAKE_CHANNEL`] on one connection of its own, outside the store's
+    /// connections and the pool, so that waiting never takes a connection from requests.
+    fn listen(&self) -> Option<Reply<'_, Announcements>> {
+        let options = (*self.pool.connect_options()).clone();
+        Some(Reply::pending(async move {
+            let one = PgPoolOptions::new()
+                .max_connections(1)
+                .max_lifetime(None)
+                .idle_timeout(None)
+                .connect_with(options)
+                .await
+                .map_err(Postgres::classify)?;
+            let mut listener = PgListener::connect_with(&one)
+                .await
+                .map_err(Postgres::classify)?;
+            listener.ignore_pool_close_event(true);
+            listener
+                .listen(WAKE_CHANNEL)
+                .await
+                .map_err(Postgres::classify)?;
+            let heard = futures_util::stream::unfold(listener, |mut listener| async move {
+                match listener.try_recv().await {
+                    Ok(Some(notification)) => {
+                        let heard = u64::from_str_radix(notification.payload(), 16)
+                            .map_or(Heard::Gap, Heard::Ended);
+                        Some((heard, listener))
+                    }
+                    // The connection was lost and is made again: announcements may be missed.
+                    Ok(None) => Some((Heard::Gap, listener)),
+                    Err(_) => None,
+                }
+            });
+            Ok(Box::pin(heard) as Announcements)
+        }))
     }
 
     /// Runs the claim statement up to [`CLAIM_ATTEMPTS`] times (see the module doc).

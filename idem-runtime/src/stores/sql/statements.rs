@@ -20,8 +20,8 @@ use super::{Columns, InspectColumns, TableName, payload_columns};
 use crate::engine::inspect::{Inspection, Stats};
 use crate::engine::record::{Claim, ClaimOutcome, Payload, Record, RecordId};
 use crate::engine::store::{
-    BoxFuture, IdempotencyStore, Isolation, Ownership, Reply, StoreError, StoreResult,
-    StoreTransaction,
+    Announcements, BoxFuture, IdempotencyStore, Isolation, Ownership, Reply, StoreError,
+    StoreResult, StoreTransaction,
 };
 
 /// What differs between the SQL databases in the shared statements.
@@ -373,6 +373,18 @@ pub trait SqlStore: Send + Sync + 'static {
         &'a self,
         claim: &'a Claim,
     ) -> impl Future<Output = StoreResult<ClaimOutcome>> + Send + 'a;
+
+    /// As [`IdempotencyStore::announce`]: nothing, unless the database can tell other
+    /// processes.
+    fn announce<'a>(&'a self, id: &'a RecordId) -> Reply<'a, ()> {
+        let _ = id;
+        Reply::Ready(Ok(()))
+    }
+
+    /// As [`IdempotencyStore::listen`]: `None`, unless the database can tell other processes.
+    fn listen(&self) -> Option<Reply<'_, Announcements>> {
+        None
+    }
 }
 
 /// Runs one statement, `$db => $statement`, on a connection of `$store`, then settles it.
@@ -463,6 +475,14 @@ where
                 statements,
             }) as Box<dyn StoreTransaction>)
         }))
+    }
+
+    fn announce<'a>(&'a self, id: &'a RecordId) -> Reply<'a, ()> {
+        SqlStore::announce(self, id)
+    }
+
+    fn listen(&self) -> Option<Reply<'_, Announcements>> {
+        SqlStore::listen(self)
     }
 }
 

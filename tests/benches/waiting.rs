@@ -88,6 +88,7 @@ struct Measured {
 }
 
 async fn measure(
+    name: &str,
     owner_store: Store,
     waiter_store: Store,
     claims: &Claims,
@@ -97,7 +98,7 @@ async fn measure(
     let mut waiters = Vec::new();
     let before = claims.0.load(Ordering::Relaxed);
     for trial in 0..trials {
-        let key = format!("wait-bench-{trial:06}-{}", std::process::id());
+        let key = format!("wait-{name}-{trial:06}-{}", std::process::id());
         let a = AppState {
             idem: owner_store.clone(),
             started: Arc::default(),
@@ -109,13 +110,24 @@ async fn measure(
             ..a.clone()
         };
         let owner_task = tokio::spawn(send(router(&a), key.clone()));
+        let since = Instant::now();
         while a.started.load(Ordering::SeqCst) == 0 {
+            assert!(
+                since.elapsed() < Duration::from_secs(30),
+                "the owner never ran"
+            );
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         let tasks: Vec<_> = (0..WAITERS)
             .map(|_| tokio::spawn(send(router(&b), key.clone())))
             .collect();
+        let since = Instant::now();
         while waiter_store.waiting() < WAITERS {
+            assert!(
+                since.elapsed() < Duration::from_secs(30),
+                "only {} of {WAITERS} waiters wait",
+                waiter_store.waiting()
+            );
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         // Past the first polls, so that only a wake-up (or the slowest poll) answers them.
@@ -170,7 +182,7 @@ fn main() {
 
         let memory = Arc::new(Hooked::with(MemoryStore::new(), Claims::default()));
         let store = Store::new(memory.clone());
-        let mut m = measure(store.clone(), store, memory.hook(), trials).await;
+        let mut m = measure("memory", store.clone(), store, memory.hook(), trials).await;
         m.claims_per_waiter -= 1.0 / WAITERS as f64;
         row("memory, in process", m);
 
@@ -180,13 +192,13 @@ fn main() {
         };
         let one = Arc::new(Hooked::with(db.own_store().await, Claims::default()));
         let store = Store::new(one.clone());
-        let mut m = measure(store.clone(), store, one.hook(), trials).await;
+        let mut m = measure("pg-one", store.clone(), store, one.hook(), trials).await;
         m.claims_per_waiter -= 1.0 / WAITERS as f64;
         row("postgres, in process", m);
 
         let owner = Store::new(db.own_store().await);
         let other = Arc::new(Hooked::with(db.own_store().await, Claims::default()));
-        let m = measure(owner, Store::new(other.clone()), other.hook(), trials).await;
+        let m = measure("pg-two", owner, Store::new(other.clone()), other.hook(), trials).await;
         row("postgres, two instances (NOTIFY)", m);
     });
 }

@@ -119,7 +119,8 @@ where
     let mut decision = claimed.map(|claimed| decide(claimed, &job.claim.fingerprint));
     let mut waited = false;
     if let (Ok(conflict @ Decision::Conflict { .. }), Some(wait)) = (&decision, job.settings.wait) {
-        decision = wait::wait_for(&store, &job, wait, conflict.clone()).await;
+        // Boxed: only waiting calls pay for its state, not every call's future.
+        decision = Box::pin(wait::wait_for(&store, &job, wait, conflict.clone())).await;
         waited = true;
     }
     let outcome = match &decision {

@@ -7,11 +7,12 @@
 //! progress and go on waiting), or still in progress. A waiter holds no connection and no
 //! thread while it sleeps. It is rung in process by the owner's call ending here, and across
 //! processes by the store's listener (Postgres `LISTEN`); polls back off from
-//! [`FIRST_POLL`] to [`LAST_POLL`], so a lost announcement costs at most one poll.
+//! [`FIRST_POLL`] to [`LAST_POLL`] (at once to the last while the listener hears), so a lost
+//! announcement costs at most one poll.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ pub(crate) struct Waiters {
     bells: Mutex<HashMap<u64, Bell>>,
     /// Set once the listener is started; dropped with the waiters, which stops it.
     listener: Mutex<Option<oneshot::Sender<()>>>,
+    /// Whether the listener hears announcements now.
+    hearing: AtomicBool,
 }
 
 /// The bell of one awaited record, and how many wait on it.
@@ -171,6 +174,9 @@ async fn listening(
         match subscribed {
             Ok(mut heard) => {
                 pause = Duration::from_millis(100);
+                if let Some(waiters) = waiters.upgrade() {
+                    waiters.hearing.store(true, Ordering::Release);
+                }
                 loop {
                     let next = tokio::select! {
                         _ = &mut stopped => return,
@@ -183,6 +189,7 @@ async fn listening(
                         Some(Heard::Ended(key)) => waiters.ring_key(key),
                         Some(Heard::Gap) => waiters.ring_all(),
                         None => {
+                            waiters.hearing.store(false, Ordering::Release);
                             waiters.ring_all();
                             break;
                         }
@@ -230,7 +237,7 @@ pub(crate) async fn wait_for(
         }
         tokio::select! {
             () = &mut rung => {}
-            () = tokio::time::sleep(pause.min(deadline - now)) => pause = (pause * 2).min(LAST_POLL),
+            () = tokio::time::sleep(pause.min(deadline - now)) => pause = next_poll(waiters, pause),
             () = job.caller.gone() => return Ok(last),
         }
         // The next ring is listened for before looking, so that none is lost in between.
@@ -248,26 +255,50 @@ pub(crate) async fn wait_for(
     }
 }
 
-/// Each handler's usual run time in this process, for the `Retry-After` of a 409.
+/// The pause after `pause`: doubling up to [`LAST_POLL`]; straight to it while the listener
+/// hears announcements, since a poll then only covers a lost one. (The first, short poll
+/// covers a claim that ended between a waiter's first look and its place being taken.)
+fn next_poll(waiters: &Waiters, pause: Duration) -> Duration {
+    if waiters.hearing.load(Ordering::Acquire) {
+        LAST_POLL
+    } else {
+        (pause * 2).min(LAST_POLL)
+    }
+}
+
+/// Each handler's usual run time in this process, for the `Retry-After` of a 409: a short
+/// list, since handlers (and the layer's routes) are bounded by the code.
 #[derive(Default)]
-pub(crate) struct RunTimes(Mutex<HashMap<Cow<'static, str>, Duration>>);
+pub(crate) struct RunTimes(Mutex<Vec<(Cow<'static, str>, Duration)>>);
+
+/// How many handlers' run times a store handle keeps; others get the default hint.
+const KEPT_HANDLERS: usize = 256;
 
 impl RunTimes {
+    fn usual_mut<'a>(
+        usual: &'a mut [(Cow<'static, str>, Duration)],
+        handler: &str,
+    ) -> Option<&'a mut Duration> {
+        usual
+            .iter_mut()
+            .find(|(name, _)| name.as_ref() == handler)
+            .map(|(_, average)| average)
+    }
+
     /// Adds a run's time to its handler's moving average (a quarter weight for the newest).
     #[allow(clippy::ptr_arg)] // the name is cloned as it is: a static one stays borrowed
     pub(crate) fn record(&self, handler: &Cow<'static, str>, took: Duration) {
         let mut usual = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match usual.get_mut(handler) {
-            Some(average) => *average = (*average * 3 + took) / 4,
-            None => {
-                usual.insert(handler.clone(), took);
-            }
+        if let Some(average) = Self::usual_mut(&mut usual, handler) {
+            *average = (*average * 3 + took) / 4;
+        } else if usual.len() < KEPT_HANDLERS {
+            usual.push((handler.clone(), took));
         }
     }
 
     fn usual(&self, handler: &str) -> Option<Duration> {
-        let usual = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        usual.get(handler).copied()
+        let mut usual = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::usual_mut(&mut usual, handler).copied()
     }
 
     /// When a duplicate that met the claim in progress should come back: the handler's

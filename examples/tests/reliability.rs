@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use idem_examples::client::{Client, Reply};
 use idem_tests::pg::TestDb;
-use support::{Service, storm};
+use support::{Service, outcome_count, storm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -43,16 +43,6 @@ async fn storage_failures(client: &Client) -> u64 {
     let text = client.get("/metrics").await.unwrap().text();
     text.lines()
         .filter(|l| l.starts_with("idempotency_storage_failure_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-/// The counter of one outcome, from `/metrics`.
-async fn outcome_count(client: &Client, outcome: &str) -> u64 {
-    let text = client.get("/metrics").await.unwrap().text();
-    let label = format!("outcome=\"{outcome}\"");
-    text.lines()
-        .filter(|l| l.starts_with("idempotency_requests_total") && l.contains(&label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }

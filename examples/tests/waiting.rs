@@ -9,20 +9,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use idem_examples::client::{Client, Reply};
-use support::Service;
 use support::db::{Db, Kind, until};
+use support::{Service, outcome_count};
 
 const EUR: &str = r#"{"amount":1200,"currency":"EUR"}"#;
-
-/// The counter of one outcome, from `/metrics`.
-async fn outcome_count(client: &Client, outcome: &str) -> u64 {
-    let text = client.get("/metrics").await.unwrap().text();
-    let label = format!("outcome=\"{outcome}\"");
-    text.lines()
-        .filter(|l| l.starts_with("idempotency_requests_total") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
 
 /// Python's `requests` with urllib3's `Retry`, as a client library user would set it up:
 /// read timeout 0.5 s, retries on read errors and on 409, honouring `Retry-After`. Prints the

@@ -91,6 +91,29 @@ fn spawn_many(router: &Router, call: &Call, n: usize) -> Vec<tokio::task::JoinHa
         .collect()
 }
 
+/// Sends `call` and waits until its handler runs (and holds the key on the gate).
+async fn hold(
+    app: &AppState,
+    router: &Router,
+    call: &Call,
+) -> Vec<tokio::task::JoinHandle<Answer>> {
+    let owner = spawn_many(router, call, 1);
+    until("the owner runs", || app.runs() == 1).await;
+    owner
+}
+
+/// Sends `n` duplicates of `call` and waits until they all wait.
+async fn duplicates(
+    store: &Store,
+    router: &Router,
+    call: &Call,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Answer>> {
+    let waiters = spawn_many(router, call, n);
+    until("the duplicates wait", || store.waiting() == n).await;
+    waiters
+}
+
 /// Waits until `condition` holds: the runtime's own state has no signal to await here.
 async fn until(what: &str, condition: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -120,10 +143,8 @@ pub async fn thirty_two_duplicates_get_one_run_and_its_bytes(store: Store) {
     let app = AppState::new(store.clone());
     let router = router(&app);
     let call = Call::new("/pay", TEXT, "12 EUR");
-    let owner = spawn_many(&router, &call, 1);
-    until("the owner runs", || app.runs() == 1).await;
-    let waiters = spawn_many(&router, &call, 31);
-    until("31 duplicates wait", || store.waiting() == 31).await;
+    let owner = hold(&app, &router, &call).await;
+    let waiters = duplicates(&store, &router, &call, 31).await;
     app.gate.notify_one();
     let mut all = answers(owner).await;
     all.extend(answers(waiters).await);
@@ -139,10 +160,8 @@ pub async fn when_the_owner_fails_one_waiter_runs_and_the_rest_get_its_answer(st
     app.first_fails.store(true, Ordering::SeqCst);
     let router = router(&app);
     let call = Call::new("/pay", TEXT, "12 EUR");
-    let owner = spawn_many(&router, &call, 1);
-    until("the owner runs", || app.runs() == 1).await;
-    let waiters = spawn_many(&router, &call, 31);
-    until("31 duplicates wait", || store.waiting() == 31).await;
+    let owner = hold(&app, &router, &call).await;
+    let waiters = duplicates(&store, &router, &call, 31).await;
     app.gate.notify_one();
     let owner = answers(owner).await;
     assert_eq!(owner[0].status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -157,8 +176,7 @@ pub async fn at_the_deadline_a_waiter_gets_409_and_a_mismatch_never_waits(store:
     let app = AppState::new(store.clone());
     let router = router(&app);
     let call = Call::new("/briefly", TEXT, "a");
-    let owner = spawn_many(&router, &call, 1);
-    until("the owner runs", || app.runs() == 1).await;
+    let owner = hold(&app, &router, &call).await;
 
     let started = tokio::time::Instant::now();
     let other = send(
@@ -184,10 +202,8 @@ pub async fn beyond_the_bound_a_duplicate_gets_409_at_once(store: Store) {
     let app = AppState::new(store.clone());
     let router = router(&app);
     let call = Call::new("/pay", TEXT, "12 EUR");
-    let owner = spawn_many(&router, &call, 1);
-    until("the owner runs", || app.runs() == 1).await;
-    let waiters = spawn_many(&router, &call, 2);
-    until("2 duplicates wait", || store.waiting() == 2).await;
+    let owner = hold(&app, &router, &call).await;
+    let waiters = duplicates(&store, &router, &call, 2).await;
     let third = send(&router, call.request(Some(KEY))).await;
     assert_eq!(third.status, StatusCode::CONFLICT);
     app.gate.notify_one();
@@ -200,10 +216,8 @@ pub async fn a_caller_that_hangs_up_leaves_no_waiter(store: Store) {
     let app = AppState::new(store.clone());
     let router = router(&app);
     let call = Call::new("/pay", TEXT, "12 EUR");
-    let owner = spawn_many(&router, &call, 1);
-    until("the owner runs", || app.runs() == 1).await;
-    let waiters = spawn_many(&router, &call, 5);
-    until("5 duplicates wait", || store.waiting() == 5).await;
+    let owner = hold(&app, &router, &call).await;
+    let waiters = duplicates(&store, &router, &call, 5).await;
     for waiter in waiters {
         waiter.abort();
     }
@@ -217,8 +231,7 @@ pub async fn without_waiting_the_409_says_when_to_come_back(store: Store) {
     let app = AppState::new(store.clone());
     let router = router(&app);
     let call = Call::new("/later", TEXT, "a");
-    let owner = spawn_many(&router, &call, 1);
-    until("the owner runs", || app.runs() == 1).await;
+    let owner = hold(&app, &router, &call).await;
     let busy = send(&router, call.request(Some(KEY))).await;
     assert_eq!(busy.status, StatusCode::CONFLICT);
     assert_eq!(retry_after(&busy), 3, "the handler's own retry_after");
@@ -361,10 +374,8 @@ async fn fifty_waiters_on_a_pool_of_two_connections() {
     let app = AppState::new(store.clone());
     let router = router(&app);
     let call = Call::new("/pay", TEXT, "12 EUR");
-    let owner = spawn_many(&router, &call, 1);
-    until("the owner runs", || app.runs() == 1).await;
-    let waiters = spawn_many(&router, &call, 50);
-    until("50 duplicates wait", || store.waiting() == 50).await;
+    let owner = hold(&app, &router, &call).await;
+    let waiters = duplicates(&store, &router, &call, 50).await;
     app.gate.notify_one();
     assert_eq!(answers(owner).await[0].status, StatusCode::CREATED);
     let waiters = answers(waiters).await;
@@ -394,10 +405,8 @@ async fn the_layer_waits_for_the_in_flight_result() {
         .route_layer(IdempotencyLayer::new(store.clone()).wait(Duration::from_secs(10)))
         .with_state(app.clone());
     let call = Call::new("/pay", TEXT, "12 EUR");
-    let owner = spawn_many(&router, &call, 1);
-    until("the owner runs", || app.runs() == 1).await;
-    let waiters = spawn_many(&router, &call, 8);
-    until("8 duplicates wait", || store.waiting() == 8).await;
+    let owner = hold(&app, &router, &call).await;
+    let waiters = duplicates(&store, &router, &call, 8).await;
     app.gate.notify_one();
     let mut all = answers(owner).await;
     all.extend(answers(waiters).await);

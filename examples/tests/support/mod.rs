@@ -79,3 +79,13 @@ impl Service {
             .expect("waiting for payments works")
     }
 }
+
+/// The counter of one outcome, from the service's `/metrics`.
+pub async fn outcome_count(client: &Client, outcome: &str) -> u64 {
+    let text = client.get("/metrics").await.unwrap().text();
+    let label = format!("outcome=\"{outcome}\"");
+    text.lines()
+        .filter(|l| l.starts_with("idempotency_requests_total") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}

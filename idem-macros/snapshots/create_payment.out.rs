@@ -1,7 +1,7 @@
 /// Charges once per key.
 async fn create_payment(
     __idem_arg0: State<AppState>,
-    __idem_last: ::idem_runtime::__private::Fingerprinted<Json<NewPayment>>,
+    __idem_last: ::idem_runtime::__private::FingerprintedParts<Json<NewPayment>>,
 ) -> ::idem_runtime::__private::Response {
     async fn create_payment(
         #[allow(unused_variables)]
@@ -26,7 +26,7 @@ async fn create_payment(
             ::idem_runtime::__private::store(&(app.idem)),
             ::idem_runtime::__private::target(
                 ::core::concat!(::core::module_path!(), "::create_payment"),
-                ::std::string::String::new(),
+                ::idem_runtime::__private::Scope::Inherit,
             ),
         )
     };

@@ -1,5 +1,5 @@
 async fn tick(
-    __idem_last: ::idem_runtime::__private::Fingerprinted<()>,
+    __idem_last: ::idem_runtime::__private::FingerprintedParts<()>,
 ) -> ::idem_runtime::__private::Response {
     async fn tick() -> Result<Json<u64>, Error> {
         Ok(Json(clock::now()?))
@@ -8,7 +8,7 @@ async fn tick(
     let __idem_store = ::idem_runtime::__private::store(&(stores::shared()));
     let __idem_target = ::idem_runtime::__private::target(
         ::core::concat!(::core::module_path!(), "::tick"),
-        ::std::string::String::new(),
+        ::idem_runtime::__private::Scope::Inherit,
     );
     let __idem_body = tick();
     const __IDEM_CONFIG: ::idem_runtime::__private::Config = ::idem_runtime::__private::Config::new();

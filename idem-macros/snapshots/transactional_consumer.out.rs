@@ -7,7 +7,7 @@ pub async fn consume(msg: OrderPlaced) -> Result<Receipt, ConsumerError> {
     );
     let __idem_target = ::idem_runtime::__private::target(
         ::core::concat!(::core::module_path!(), "::consume"),
-        ::std::string::String::new(),
+        ::idem_runtime::__private::Scope::Inherit,
     );
     let __idem_body = move |mut tx: SqliteTx| ::idem_runtime::__private::typed::<
         Result<Receipt, ConsumerError>,

@@ -33,7 +33,7 @@ const ARGUMENTS: [(&str, &str, &str); 16] = [
     ("release", "a bracketed list of 4xx statuses", "[429, 408]"),
     (
         "scope",
-        "a Rust expression, bare or in a string",
+        "a Rust expression, bare or in a string, or `none`",
         "user.tenant_id",
     ),
     ("key", "a Rust expression, bare or in a string", "job.id"),
@@ -61,6 +61,24 @@ pub(crate) struct Spanned<T> {
     pub span: Span,
 }
 
+/// `scope = ...`: the handler's own scope, or none on purpose.
+pub(crate) enum ScopeArg {
+    /// `scope = user.tenant_id`: this expression's text.
+    Expr(Expr),
+    /// `scope = none`: no scope, whatever the store's rule, and no warning.
+    None(Span),
+}
+
+impl ScopeArg {
+    /// The expression, if the scope is one.
+    pub fn expr(&self) -> Option<&Expr> {
+        match self {
+            ScopeArg::Expr(expr) => Some(expr),
+            ScopeArg::None(_) => None,
+        }
+    }
+}
+
 /// The parsed arguments. Each is `None` when not written (the runtime's default applies).
 #[derive(Default)]
 pub(crate) struct Args {
@@ -79,7 +97,7 @@ pub(crate) struct Args {
     pub keep_server_errors: Option<Spanned<bool>>,
     /// The 4xx statuses that release the claim, at the argument's name.
     pub release: Option<Spanned<Vec<u16>>>,
-    pub scope: Option<Expr>,
+    pub scope: Option<ScopeArg>,
     /// Plain-function mode: the key comes from this expression over the arguments.
     pub key: Option<Spanned<Expr>>,
     /// Transactional mode, on or off as written, at the argument's name.
@@ -161,7 +179,12 @@ impl Args {
                 return Ok(());
             }
             "scope" => {
-                self.scope = Some(expression(&text, value)?);
+                self.scope = Some(match value {
+                    Expr::Path(path) if path.qself.is_none() && path.path.is_ident("none") => {
+                        ScopeArg::None(name.span())
+                    }
+                    _ => ScopeArg::Expr(expression(&text, value)?),
+                });
                 return Ok(());
             }
             "key" => {

@@ -16,7 +16,7 @@ use syn::spanned::Spanned as _;
 use syn::visit_mut::{self, VisitMut};
 use syn::{Attribute, FieldPat, Ident, ItemFn, Pat, PatIdent, PatType, parse_quote};
 
-use crate::args::Args;
+use crate::args::{Args, ScopeArg};
 use crate::handler::{Handler, mentions};
 use crate::transactional::Isolation;
 
@@ -76,7 +76,11 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
 
     // The store and scope expressions, whose names come from the parameters' patterns.
     let store_expr = args.store.as_ref().map(ToTokens::to_token_stream);
-    let scope_expr = args.scope.as_ref().map(ToTokens::to_token_stream);
+    let scope_expr = args
+        .scope
+        .as_ref()
+        .and_then(ScopeArg::expr)
+        .map(ToTokens::to_token_stream);
     let used = |name: &Ident| {
         let name = name.unraw().to_string();
         [&store_expr, &scope_expr]
@@ -153,12 +157,16 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
     // Spanned at the user's type, so that extractor errors point at the parameter.
     let at_type = last_ty.span();
     let private_at_type = respan(private.clone(), at_type);
-    // Another key header than the default: the extractor keeps every header for the engine.
+    // Without a scope of its own, the handler takes its store's rule, which reads the request:
+    // the extractor keeps a copy of its head. Another key header than the default: it keeps
+    // every header for the engine. Otherwise only the key.
     let custom_header = args
         .header
         .as_ref()
         .is_some_and(|h| !h.value().eq_ignore_ascii_case("Idempotency-Key"));
-    let fingerprinted = if custom_header {
+    let fingerprinted = if args.scope.is_none() {
+        quote_spanned!(at_type=> #private_at_type::FingerprintedParts<#last_ty>)
+    } else if custom_header {
         quote_spanned!(at_type=> #private_at_type::FingerprintedAllHeaders<#last_ty>)
     } else {
         quote_spanned!(at_type=> #private_at_type::Fingerprinted<#last_ty>)
@@ -171,10 +179,7 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
         // `Args::check` has made sure a store is given.
         None => quote!(::core::compile_error!("missing `store`")),
     };
-    let scope_value = match &args.scope {
-        Some(expr) => quote_spanned!(expr.span()=> #private::scope(&(#expr))),
-        None => quote!(::std::string::String::new()),
-    };
+    let scope_value = scope_value(args, &private);
     let name = Literal::string(&format!("::{}", ident.unraw()));
     let config_value = config_builder(args, &private);
     let inner = ItemFn {
@@ -341,6 +346,16 @@ pub(crate) fn config_builder(args: &Args, private: &TokenStream) -> TokenStream 
 /// The runtime's function that turns the `store` expression into a handle: one that can
 /// open transactions in transactional mode (its bound names the problem when the
 /// expression's type cannot), any `Store` otherwise.
+/// The scope the call asks for: its own (spanned at the expression, so that type errors
+/// point there), none on purpose, or its store's rule.
+pub(crate) fn scope_value(args: &Args, private: &TokenStream) -> TokenStream {
+    match &args.scope {
+        Some(ScopeArg::Expr(expr)) => quote_spanned!(expr.span()=> #private::scope(&(#expr))),
+        Some(ScopeArg::None(at)) => quote_spanned!(*at=> #private::Scope::None),
+        None => quote!(#private::Scope::Inherit),
+    }
+}
+
 pub(crate) fn store_function(args: &Args) -> Ident {
     let name = match args.transactional() {
         Some(_) => "transactional_store",

@@ -11,7 +11,7 @@ use syn::spanned::Spanned as _;
 use syn::{Ident, PatType, parse_quote};
 
 use crate::args::Args;
-use crate::emit::{config_builder, respan, store_function};
+use crate::emit::{config_builder, respan, scope_value, store_function};
 use crate::handler::{Handler, plain_name};
 
 /// The generated function.
@@ -78,10 +78,7 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
         }
         None => quote!(::core::compile_error!("missing `key`")),
     };
-    let scope_value = match &args.scope {
-        Some(expr) => quote_spanned!(expr.span()=> #private::scope(&(#expr))),
-        None => quote!(::std::string::String::new()),
-    };
+    let scope_value = scope_value(args, &private);
     let fn_name = handler.ident.unraw().to_string();
     let target_value = if handler.receiver.is_some() {
         quote!(#private::method_target(::core::any::type_name::<Self>(), #fn_name, #scope_value))

@@ -245,7 +245,7 @@ fn the_transaction_may_be_the_last_parameter() {
         async fn f(State(app): State<AppState>, Json(req): Json<New>, mut tx: PgTx) {}";
     let expanded = expand_source(source);
     assert!(
-        expanded.contains("__idem_last: ::idem_runtime::__private::Fingerprinted<Json<New>>"),
+        expanded.contains("__idem_last: ::idem_runtime::__private::FingerprintedParts<Json<New>>"),
         "the extractor before the transaction is wrapped: {expanded}"
     );
     assert!(!expanded.contains("__idem_tx: PgTx,\n"), "{expanded}");

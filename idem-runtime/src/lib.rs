@@ -94,6 +94,7 @@ pub use engine::record::{
     Acquired, Claim, ClaimOutcome, FAILED_STORAGE_STATUS, OwnerToken, Payload, Record, RecordId,
     RecordState, Target,
 };
+pub use engine::scope::Scope;
 pub use engine::store::{
     Announcements, BoxFuture, Heard, IdempotencyStore, Isolation, Ownership, Reply, StoreError,
     StoreErrorKind, StoreResult, StoreTransaction,
@@ -105,7 +106,9 @@ pub use http::layer::{DEFAULT_LAYER_NAME, IdempotencyLayer, Idempotent};
 #[cfg(feature = "axum")]
 pub use http::problem::Problem;
 #[cfg(feature = "axum")]
-pub use http::request::{Fingerprinted, FingerprintedAllHeaders, HARD_BODY_LIMIT, RequestHead};
+pub use http::request::{
+    Fingerprinted, FingerprintedAllHeaders, FingerprintedParts, HARD_BODY_LIMIT, RequestHead,
+};
 #[cfg(feature = "axum")]
 pub use http::response::REPLAYED_HEADER;
 #[cfg(feature = "postgres")]
@@ -126,11 +129,14 @@ pub mod __private {
     pub use crate::engine::backoff::Backoff;
     pub use crate::engine::config::Config;
     pub use crate::engine::record::Target;
+    pub use crate::engine::scope::Scope;
     pub use crate::engine::store::Isolation;
     #[cfg(feature = "axum")]
     pub use crate::http::handler::{run, run_transactional};
     #[cfg(feature = "axum")]
-    pub use crate::http::request::{Fingerprinted, FingerprintedAllHeaders, RequestHead, Via};
+    pub use crate::http::request::{
+        Fingerprinted, FingerprintedAllHeaders, FingerprintedParts, RequestHead, Via,
+    };
     pub use axum_core::response::Response;
     pub use core::time::Duration;
 
@@ -180,17 +186,17 @@ pub mod __private {
         store.clone()
     }
 
-    /// The handler's name and scope, as the executor wants them.
-    pub fn target(handler: &'static str, scope: String) -> Target {
+    /// The handler's name and the scope it asks for, as the executor wants them.
+    pub fn target(handler: &'static str, scope: Scope) -> Target {
         Target {
             handler: std::borrow::Cow::Borrowed(handler),
             scope,
         }
     }
 
-    /// The scope's text.
-    pub fn scope(scope: &dyn core::fmt::Display) -> String {
-        scope.to_string()
+    /// The handler's own scope (`scope = ...`), as text.
+    pub fn scope(scope: &dyn core::fmt::Display) -> Scope {
+        Scope::Named(scope.to_string())
     }
 
     /// Plain-function mode: the runtime entry and its helpers.
@@ -199,7 +205,7 @@ pub mod __private {
     };
 
     /// The handler name of a method: its `Self` type's name and the method's.
-    pub fn method_target(self_type: &'static str, method: &'static str, scope: String) -> Target {
+    pub fn method_target(self_type: &'static str, method: &'static str, scope: Scope) -> Target {
         Target {
             handler: std::borrow::Cow::Owned(format!("{self_type}::{method}")),
             scope,

@@ -17,11 +17,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use idem_runtime::{MemoryStore, Store, idempotent};
 use serde::{Deserialize, Serialize};
-use support::http::{App, Call, Counter, JSON, KEY, TEXT, Tenant, contract_on, send};
+use support::http::{
+    App, Call, Caller, Counter, JSON, KEY, TEXT, Tenant, authenticate, contract_on, send,
+};
 
 #[derive(Clone)]
 struct AppState {
     idem: Store,
+    /// The same store, scoping keys by the caller that `authenticate` found.
+    callers: Store,
     counter: Counter,
 }
 
@@ -127,6 +131,16 @@ async fn scoped(State(app): State<AppState>, Path(tenant): Path<String>) -> Stri
     format!("run {} tenant {tenant}", app.run())
 }
 
+#[idempotent(store = app.callers)]
+async fn caller(
+    State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    body: String,
+) -> String {
+    let caller = caller.map_or_else(String::new, |Extension(caller)| caller.0);
+    format!("run {} for {caller} body {body}", app.run())
+}
+
 #[idempotent(store = "app.idem", header = "X-Request-Key", optional = true)]
 async fn optional(State(app): State<AppState>) -> String {
     format!("run {}", app.run())
@@ -143,6 +157,7 @@ async fn slow(State(app): State<AppState>) -> String {
 fn app(store: Store) -> App {
     let counter = Counter::default();
     let app_state = AppState {
+        callers: store.scope_by_extension::<Caller>(),
         idem: store,
         counter: counter.clone(),
     };
@@ -161,6 +176,8 @@ fn app(store: Store) -> App {
         .route("/scoped/{tenant}", post(scoped))
         .route("/optional", post(optional))
         .route("/slow", post(slow))
+        .route("/caller", post(caller))
+        .layer(axum::middleware::from_fn(authenticate))
         .layer(Extension(Tenant("acme".into())))
         .with_state(app_state);
     counter.app(router)

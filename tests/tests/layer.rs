@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use idem_runtime::{DEFAULT_LAYER_NAME, IdempotencyLayer, MemoryStore, Store};
 use serde::Deserialize;
-use support::http::{App, Call, Counter, JSON, KEY, TEXT, Tenant, send};
+use support::http::{App, Call, Caller, Counter, JSON, KEY, TEXT, Tenant, authenticate, send};
 use support::metrics::Metrics;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -87,6 +87,15 @@ async fn scoped(State(c): State<Counter>, Path(tenant): Path<String>) -> String 
     format!("run {} tenant {tenant}", c.run())
 }
 
+async fn caller(
+    State(c): State<Counter>,
+    caller: Option<Extension<Caller>>,
+    body: String,
+) -> String {
+    let caller = caller.map_or_else(String::new, |Extension(caller)| caller.0);
+    format!("run {} for {caller} body {body}", c.run())
+}
+
 async fn plain(State(c): State<Counter>) -> String {
     format!("run {}", c.run())
 }
@@ -120,12 +129,18 @@ fn app(store: Store) -> App {
         .route("/slow", post(slow))
         .route_layer(layer);
     let optional = Router::new().route("/optional", post(plain)).route_layer(
-        IdempotencyLayer::new(store)
+        IdempotencyLayer::new(store.clone())
             .header("X-Request-Key")
             .optional(true),
     );
+    // The layer follows its store's rule: keys scoped by the caller `authenticate` found.
+    let callers = Router::new()
+        .route("/caller", post(caller))
+        .route_layer(IdempotencyLayer::new(store.scope_by_extension::<Caller>()));
     let router = main
         .merge(optional)
+        .merge(callers)
+        .layer(axum::middleware::from_fn(authenticate))
         .layer(Extension(Tenant("acme".into())))
         .with_state(counter.clone());
     counter.app(router)

@@ -130,6 +130,16 @@ async fn pay_briefly(State(app): State<App>, _body: String) -> (StatusCode, &'st
     app.run().await
 }
 
+#[idempotent(store = app.idem)]
+async fn unscoped_pay(State(app): State<App>, _body: String) -> (StatusCode, &'static str) {
+    app.run().await
+}
+
+#[idempotent(store = app.idem, scope = none)]
+async fn shared_on_purpose(State(app): State<App>, _body: String) -> (StatusCode, &'static str) {
+    app.run().await
+}
+
 fn app(store: Store) -> (App, Router) {
     let app = App {
         idem: store,
@@ -140,6 +150,8 @@ fn app(store: Store) -> (App, Router) {
     let router = Router::new()
         .route("/pay", post(pay))
         .route("/brief", post(pay_briefly))
+        .route("/unscoped", post(unscoped_pay))
+        .route("/shared", post(shared_on_purpose))
         .with_state(app.clone());
     (app, router)
 }
@@ -278,4 +290,34 @@ async fn a_plain_function_never_logs_the_key() {
     assert!(matches!(mismatch.0, Error::Mismatch), "{mismatch:?}");
 
     assert_clean(&capture.text());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_unscoped_handler_warns_once_and_never_with_the_key() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let (_, router) = app(Store::new(MemoryStore::new()));
+    for body in [BODY, OTHER_BODY, BODY] {
+        send(&router, "/unscoped", body).await;
+        send(&router, "/shared", body).await;
+    }
+
+    let logs = capture.text();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("are not scoped"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning, on the first call:\n{logs}");
+    assert!(warnings[0].starts_with("WARN "), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("logs::unscoped_pay"),
+        "it names the handler: {}",
+        warnings[0]
+    );
+    assert!(
+        !warnings[0].contains(&KEY[..8]),
+        "not even the key's prefix: {}",
+        warnings[0]
+    );
+    assert_clean(&logs);
 }

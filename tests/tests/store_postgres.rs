@@ -176,6 +176,7 @@ async fn two_instances_never_both_win_a_claim() {
                 ClaimOutcome::Existing(record) => {
                     assert!(matches!(record.state, RecordState::InProgress { .. }));
                 }
+                ClaimOutcome::OverQuota { .. } => panic!("this store has no quota"),
             }
         }
         let expected = if round == "fresh" {

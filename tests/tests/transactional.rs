@@ -11,7 +11,7 @@ use std::time::Duration;
 use idem_runtime::function::{self, Arguments};
 use idem_runtime::{
     Acquired, Claim, ClaimOutcome, Config, FailingStore, Fingerprint, IdempotencyKey, Isolation,
-    Op, OwnerToken, Ownership, RecordId, RecordState, Store, Target,
+    Op, OwnerToken, Ownership, RecordId, RecordState, Scope, Store, Target,
 };
 use idem_tests::conformance::{LONG, PAST_SHORT, SHORT, response};
 use tokio::sync::oneshot;
@@ -38,7 +38,7 @@ fn key(text: &str) -> IdempotencyKey {
 fn target() -> Target {
     Target {
         handler: HANDLER.into(),
-        scope: String::new(),
+        scope: Scope::None,
     }
 }
 

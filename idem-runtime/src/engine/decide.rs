@@ -22,6 +22,11 @@ pub enum Decision {
         /// Time left on the owner's lease.
         lease_remaining: Duration,
     },
+    /// The scope is at its quota of live records: retry after the given time.
+    OverQuota {
+        /// When room is expected.
+        retry_after: Duration,
+    },
 }
 
 impl Decision {
@@ -33,6 +38,7 @@ impl Decision {
             Decision::Replay(_) => Outcome::Replayed,
             Decision::Mismatch => Outcome::Mismatch,
             Decision::Conflict { .. } => Outcome::Conflict,
+            Decision::OverQuota { .. } => Outcome::QuotaExceeded,
         }
     }
 }
@@ -41,6 +47,7 @@ impl Decision {
 pub fn decide(claimed: ClaimOutcome, fingerprint: &Fingerprint) -> Decision {
     match claimed {
         ClaimOutcome::Acquired(how) => Decision::Execute(how),
+        ClaimOutcome::OverQuota { retry_after } => Decision::OverQuota { retry_after },
         ClaimOutcome::Existing(Record {
             fingerprint: first, ..
         }) if first != *fingerprint => Decision::Mismatch,

@@ -11,6 +11,7 @@
 //!        COMPLETED ─────────────► Replay(payload)
 //!        IN_PROGRESS, live lease ► Conflict { retry_after: the hint }, or, for a call that may
 //!                                  wait: wait for the claim to end and decide again
+//!   └─ a new key, its scope at the store's quota ► OverQuota { retry_after }
 //! ```
 //!
 //! It knows keys, fingerprints, records, leases and payloads; an adapter turns its protocol
@@ -58,6 +59,11 @@ pub(crate) enum Verdict<T> {
     /// The key's first request is still running elsewhere.
     Conflict {
         /// When a retry is likely to find it done.
+        retry_after: Duration,
+    },
+    /// The key is new and its scope is at the store's quota of live records; nothing ran.
+    OverQuota {
+        /// When room is expected.
         retry_after: Duration,
     },
     /// The store could not be reached to claim the key (or to open a transactional run's
@@ -143,6 +149,13 @@ where
         Ok(Decision::Conflict { lease_remaining }) => Verdict::Conflict {
             retry_after: store.run_times().hint(&job, lease_remaining),
         },
+        Ok(Decision::OverQuota { retry_after }) => {
+            tracing::info!(
+                retry_after_ms = retry_after.as_millis() as u64,
+                "the scope is at its quota of live records; nothing ran"
+            );
+            Verdict::OverQuota { retry_after }
+        }
     }
 }
 

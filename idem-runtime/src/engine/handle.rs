@@ -11,6 +11,7 @@ use crate::engine::job::Overrides;
 use crate::engine::lease::Leases;
 use crate::engine::purge::PurgeTask;
 use crate::engine::record::{Record, RecordId};
+use crate::engine::scope::{self, NoScope, Rule, Scope};
 use crate::engine::store::{IdempotencyStore, StoreResult};
 use crate::engine::wait::{DEFAULT_MAX_WAITERS, RunTimes, Waiters};
 
@@ -42,6 +43,7 @@ struct Inner {
     retries: Option<u32>,
     wait: Option<Duration>,
     max_waiters: usize,
+    scope: Option<Rule>,
 }
 
 impl fmt::Debug for Store {
@@ -51,6 +53,7 @@ impl fmt::Debug for Store {
             .field("retries_override", &self.inner.retries)
             .field("wait_override", &self.inner.wait)
             .field("max_waiters", &self.inner.max_waiters)
+            .field("scoped", &self.inner.scope.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -80,6 +83,7 @@ impl Store {
                 retries: None,
                 wait: None,
                 max_waiters: DEFAULT_MAX_WAITERS,
+                scope: None,
             }),
         }
     }
@@ -129,6 +133,93 @@ impl Store {
     /// `idempotency_waiters`).
     pub fn waiting(&self) -> usize {
         self.inner.waiters.count()
+    }
+
+    /// Scopes every key by the request it came with: each handler on this store (and each
+    /// [`IdempotencyLayer`](crate::IdempotencyLayer) on it) runs a request under the scope
+    /// `rule` gives it, so one key sent by two callers is two records (docs/contract.md,
+    /// "Scopes"). A handler's own `scope = ...` overrides the rule, and `scope = none` opts
+    /// out. A request for which the rule answers `None` (or an empty scope) is refused with
+    /// 403 `urn:idem:problem:no-scope` before any store access, and a plain function that
+    /// names no scope of its own gets [`Error::NoScope`](crate::Error::NoScope): it has no
+    /// request for the rule to read.
+    ///
+    /// With authentication middleware that puts the caller in the request's extensions:
+    ///
+    /// ```
+    /// use idem_runtime::{MemoryStore, Store};
+    ///
+    /// #[derive(Clone)]
+    /// struct UserId(u64); // inserted by the auth middleware
+    ///
+    /// let store = Store::new(MemoryStore::new()).scope_by(|parts| {
+    ///     parts.extensions.get::<UserId>().map(|user| user.0.to_string())
+    /// });
+    /// # drop(store);
+    /// ```
+    pub fn scope_by(
+        &self,
+        rule: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.with(|inner| inner.scope = Some(Rule(Arc::new(rule))))
+    }
+
+    /// [`Store::scope_by`] the request extension `T` that authentication middleware inserts
+    /// (its `Display` text is the scope); a request without it is refused.
+    ///
+    /// ```
+    /// use idem_runtime::{MemoryStore, Store};
+    ///
+    /// #[derive(Clone)]
+    /// struct AccountId(String);
+    /// impl std::fmt::Display for AccountId {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         f.write_str(&self.0)
+    ///     }
+    /// }
+    ///
+    /// let store = Store::new(MemoryStore::new()).scope_by_extension::<AccountId>();
+    /// # drop(store);
+    /// ```
+    pub fn scope_by_extension<T: fmt::Display + Send + Sync + 'static>(&self) -> Self {
+        self.scope_by(|parts| parts.extensions.get::<T>().map(T::to_string))
+    }
+
+    /// [`Store::scope_by`] the value of the request header `name` (a tenant header). Only for
+    /// a header the client cannot choose freely, such as one a gateway sets after
+    /// authenticating it: a client that may send any value may send another tenant's. A
+    /// request without it, or with it twice, or not as visible ASCII, is refused.
+    ///
+    /// ```
+    /// use idem_runtime::{MemoryStore, Store};
+    ///
+    /// let store = Store::new(MemoryStore::new()).scope_by_header("x-tenant-id");
+    /// # drop(store);
+    /// ```
+    pub fn scope_by_header(&self, name: &'static str) -> Self {
+        self.scope_by(move |parts| {
+            let mut values = parts.headers.get_all(name).iter();
+            match (values.next(), values.next()) {
+                (Some(value), None) => value.to_str().ok().map(str::to_owned),
+                _ => None,
+            }
+        })
+    }
+
+    /// Whether a scope rule is set ([`Store::scope_by`]).
+    pub fn is_scoped(&self) -> bool {
+        self.inner.scope.is_some()
+    }
+
+    /// The scope a call runs under (docs/contract.md, "Scopes").
+    #[allow(clippy::ptr_arg)] // the name is remembered without a copy when it is static
+    pub(crate) fn scope_for(
+        &self,
+        asked: Scope,
+        parts: Option<&http::request::Parts>,
+        handler: &std::borrow::Cow<'static, str>,
+    ) -> Result<String, NoScope> {
+        scope::resolve(asked, self.inner.scope.as_ref(), parts, handler)
     }
 
     /// Draws backoff jitter from a generator seeded with `seed`, for repeatable tests.

@@ -10,7 +10,9 @@ use crate::engine::backoff::Backoff;
 use crate::engine::config::Config;
 use crate::engine::fingerprint::Fingerprint;
 use crate::engine::key::IdempotencyKey;
-use crate::engine::record::{Claim, OwnerToken, RecordId, Target};
+use std::borrow::Cow;
+
+use crate::engine::record::{Claim, OwnerToken, RecordId};
 use crate::engine::store::Isolation;
 
 /// The settings of one call, after the store's process-wide overrides.
@@ -66,14 +68,15 @@ impl Job {
     pub(crate) fn new(
         config: &Config,
         overrides: Overrides,
-        target: Target,
+        handler: Cow<'static, str>,
+        scope: String,
         key: IdempotencyKey,
         fingerprint: Fingerprint,
     ) -> Arc<Job> {
         let settings = Settings::new(config, overrides);
         Arc::new(Job {
             claim: Claim {
-                id: RecordId::new(target.scope, target.handler, key),
+                id: RecordId::new(scope, handler, key),
                 fingerprint,
                 token: OwnerToken::random(),
                 lease: settings.lease,

@@ -19,6 +19,7 @@ pub(crate) mod outcome;
 pub(crate) mod persist;
 pub(crate) mod purge;
 pub(crate) mod record;
+pub(crate) mod scope;
 pub(crate) mod store;
 pub(crate) mod timed;
 pub(crate) mod wait;

@@ -25,10 +25,14 @@ pub enum Outcome {
     MissingKey,
     /// The store could not be reached when claiming: 503.
     StoreUnavailable,
+    /// The store scopes keys by caller and the request names none: 403.
+    NoScope,
+    /// The scope holds as many live records as its quota allows: 429.
+    QuotaExceeded,
 }
 
 /// Every outcome, in table order.
-pub const OUTCOMES: [Outcome; 9] = [
+pub const OUTCOMES: [Outcome; 11] = [
     Outcome::Executed,
     Outcome::Recovered,
     Outcome::Replayed,
@@ -38,6 +42,8 @@ pub const OUTCOMES: [Outcome; 9] = [
     Outcome::InvalidKey,
     Outcome::MissingKey,
     Outcome::StoreUnavailable,
+    Outcome::NoScope,
+    Outcome::QuotaExceeded,
 ];
 
 impl Outcome {
@@ -53,6 +59,8 @@ impl Outcome {
             Outcome::InvalidKey => "invalid_key",
             Outcome::MissingKey => "missing_key",
             Outcome::StoreUnavailable => "store_unavailable",
+            Outcome::NoScope => "no_scope",
+            Outcome::QuotaExceeded => "quota_exceeded",
         }
     }
 }

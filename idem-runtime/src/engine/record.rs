@@ -103,13 +103,15 @@ impl fmt::Debug for RecordId {
     }
 }
 
-/// Where a call is going: its handler and scope, the record's identity but for the key.
+/// Where a call is going: its handler and the scope it asks for, the record's identity but
+/// for the key.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// The fully qualified handler name, or the matched route.
     pub handler: Cow<'static, str>,
-    /// The scope (empty for none).
-    pub scope: String,
+    /// The scope it asks for: its own, none, or its store's rule's (docs/contract.md,
+    /// "Scopes").
+    pub scope: crate::engine::scope::Scope,
 }
 
 /// The random token of one claim. Completing, failing, renewing and releasing a record check
@@ -205,6 +207,12 @@ pub enum ClaimOutcome {
     Acquired(Acquired),
     /// Someone else's record stands; nothing was written.
     Existing(Record),
+    /// The key is new (or its record expired) and its scope already holds as many live
+    /// records as the store's quota allows; nothing was written.
+    OverQuota {
+        /// When one of the scope's records the store counted expires, freeing room.
+        retry_after: Duration,
+    },
 }
 
 /// How a claim was acquired.

@@ -59,6 +59,24 @@ pub enum Error {
         /// Time left on the running call's lease.
         retry_after: Duration,
     },
+    /// The key is new, and its scope already holds as many live records as the store's
+    /// quota allows; the function did not run. Retry after `retry_after`, when one of the
+    /// scope's records expires.
+    #[error(
+        "this scope holds as many idempotency keys as the store's quota allows; retry in {}s",
+        crate::engine::outcome::retry_after_seconds(*retry_after)
+    )]
+    QuotaExceeded {
+        /// When one of the scope's records expires.
+        retry_after: Duration,
+    },
+    /// The store scopes keys by the request they came with (`Store::scope_by`), and a plain
+    /// function has none: give the function a scope of its own (`scope = ...`), or
+    /// `scope = none` for keys every caller shares. The function did not run.
+    #[error(
+        "the store scopes idempotency keys by request, and this call has none: give the function `scope = ...` or `scope = none`"
+    )]
+    NoScope,
     /// The key was first used with other arguments; the function did not run.
     #[error("this idempotency key was first used with different arguments; use a new key")]
     Mismatch,
@@ -84,11 +102,15 @@ impl Error {
     /// arguments meets again.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Conflict { retry_after } => Some(*retry_after),
-            Error::StoreUnavailable(_) | Error::CommitFailed => Some(Duration::from_secs(1)),
-            Error::InvalidKey(_) | Error::Arguments(_) | Error::Mismatch | Error::Undecodable => {
-                None
+            Error::Conflict { retry_after } | Error::QuotaExceeded { retry_after } => {
+                Some(*retry_after)
             }
+            Error::StoreUnavailable(_) | Error::CommitFailed => Some(Duration::from_secs(1)),
+            Error::InvalidKey(_)
+            | Error::Arguments(_)
+            | Error::Mismatch
+            | Error::Undecodable
+            | Error::NoScope => None,
         }
     }
 }

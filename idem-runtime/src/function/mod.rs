@@ -12,6 +12,8 @@
 //! | same key and arguments, completed | `Ok(stored T)` | no |
 //! | same key, other arguments | `Err(E::from(Error::Mismatch))` | no |
 //! | same key, still running elsewhere | `Err(E::from(Error::Conflict { retry_after }))` | no |
+//! | a new key, its scope at the store's quota | `Err(E::from(Error::QuotaExceeded { retry_after }))` | no |
+//! | no scope of its own, on a store with a scope rule | `Err(E::from(Error::NoScope))` | no |
 //! | store unreachable when claiming | `Err(E::from(Error::StoreUnavailable))` | no |
 //! | the function returns `Err` or panics | that error (the panic resumes) | yes; claim released |
 //!
@@ -154,12 +156,12 @@ pub fn key<K: fmt::Display + ?Sized>(key: &K) -> Result<IdempotencyKey, KeyError
 ///
 /// ```
 /// use idem_runtime::function::{self, Arguments};
-/// use idem_runtime::{Config, Error, MemoryStore, Store, Target};
+/// use idem_runtime::{Config, Error, MemoryStore, Scope, Store, Target};
 ///
 /// const CONFIG: Config = Config::new();
 ///
 /// async fn charge(store: &Store, invoice: &str, amount: u32) -> Result<String, Error> {
-///     let target = Target { handler: "billing::charge".into(), scope: String::new() };
+///     let target = Target { handler: "billing::charge".into(), scope: Scope::None };
 ///     let arguments = Arguments::new().arg(invoice).arg(&amount);
 ///     function::run(store.clone(), &CONFIG, target, function::key(invoice), arguments, async move {
 ///         Ok(format!("charged {amount}"))
@@ -239,25 +241,31 @@ where
     E: From<Error>,
     W: Future<Output = Settle<Result<T, E>>>,
 {
+    let Target { handler, scope } = target;
     let key = match key {
         Ok(key) => key,
         Err(error) => {
-            metrics::outcome(&target.handler, Outcome::from(&error));
+            metrics::outcome(&handler, Outcome::from(&error));
             return Err(Error::InvalidKey(error).into());
         }
     };
     let fingerprint = arguments
         .fingerprint()
         .map_err(|error| E::from(Error::Arguments(error)))?;
-    let span =
-        tracing::info_span!("idempotent", handler = %target.handler, key_prefix = key.prefix());
-    let job = Job::new(config, store.overrides(), target, key, fingerprint);
+    // A function has no request for a store's rule to read: it names its scope, or none.
+    let Ok(scope) = store.scope_for(scope, None, &handler) else {
+        metrics::outcome(&handler, Outcome::NoScope);
+        return Err(Error::NoScope.into());
+    };
+    let span = tracing::info_span!("idempotent", handler = %handler, key_prefix = key.prefix());
+    let job = Job::new(config, store.overrides(), handler, scope, key, fingerprint);
     match execute(store, job, work).instrument(span).await {
         Verdict::Ran(result) => result,
         Verdict::Panicked(panic) => std::panic::resume_unwind(panic),
         Verdict::Replay(payload) => replay(&payload).map_err(E::from),
         Verdict::Mismatch => Err(Error::Mismatch.into()),
         Verdict::Conflict { retry_after } => Err(Error::Conflict { retry_after }.into()),
+        Verdict::OverQuota { retry_after } => Err(Error::QuotaExceeded { retry_after }.into()),
         Verdict::Unavailable(error) => Err(Error::StoreUnavailable(error).into()),
         Verdict::CommitFailed => Err(Error::CommitFailed.into()),
     }

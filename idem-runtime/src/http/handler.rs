@@ -23,6 +23,7 @@ use crate::engine::key::KeyError;
 use crate::engine::metrics;
 use crate::engine::outcome::Outcome;
 use crate::engine::record::Target;
+use crate::engine::scope::NoScope;
 use crate::http::problem::Problem;
 use crate::http::request::RequestHead;
 use crate::http::response::{self, Captured};
@@ -108,23 +109,31 @@ enum Prepared {
     Job(Arc<Job>, tracing::Span),
 }
 
-/// Reads and checks the key (counting a refusal), and prepares the claim.
+/// Reads and checks the key, then the scope (counting a refusal), and prepares the claim.
 fn prepare(store: &Store, config: &Config, target: Target, head: RequestHead) -> Prepared {
-    let (key, fingerprint) = head.key(config.header_value());
+    let Target { handler, scope } = target;
+    let (key, fingerprint, parts) = head.key(config.header_value());
     let key = match key {
         Ok(key) => key,
         Err(KeyError::Missing) if config.optional_value() => return Prepared::Unguarded,
         Err(error) => {
             let outcome = Outcome::from(&error);
-            metrics::outcome(&target.handler, outcome);
+            metrics::outcome(&handler, outcome);
             let detail = (!error.is_missing()).then(|| error.to_string());
             return Prepared::Refused(problem(outcome, detail.as_deref(), None));
         }
     };
-    let span =
-        tracing::info_span!("idempotent", handler = %target.handler, key_prefix = key.prefix());
+    let scope = match store.scope_for(scope, parts.as_deref(), &handler) {
+        Ok(scope) => scope,
+        Err(NoScope) => {
+            tracing::debug!(%handler, "the store's scope rule names no caller for this request; refused");
+            metrics::outcome(&handler, Outcome::NoScope);
+            return Prepared::Refused(problem(Outcome::NoScope, None, None));
+        }
+    };
+    let span = tracing::info_span!("idempotent", handler = %handler, key_prefix = key.prefix());
     Prepared::Job(
-        Job::new(config, store.overrides(), target, key, fingerprint),
+        Job::new(config, store.overrides(), handler, scope, key, fingerprint),
         span,
     )
 }
@@ -192,6 +201,9 @@ fn answer(verdict: Verdict<Response>) -> Response {
         Verdict::Replay(payload) => response::replay(&payload),
         Verdict::Mismatch => problem(Outcome::Mismatch, None, None),
         Verdict::Conflict { retry_after } => problem(Outcome::Conflict, None, Some(retry_after)),
+        Verdict::OverQuota { retry_after } => {
+            problem(Outcome::QuotaExceeded, None, Some(retry_after))
+        }
         Verdict::Unavailable(_) => problem(
             Outcome::StoreUnavailable,
             None,

@@ -23,6 +23,7 @@ use crate::engine::backoff::Backoff;
 use crate::engine::config::Config;
 use crate::engine::handle::Store;
 use crate::engine::record::Target;
+use crate::engine::scope::Scope;
 use crate::http::handler;
 use crate::http::request;
 
@@ -31,6 +32,17 @@ use crate::http::request;
 pub const DEFAULT_LAYER_NAME: &str = "idempotency_layer";
 
 type ScopeFn = dyn Fn(&Parts) -> String + Send + Sync;
+
+/// Where the layer's requests take their scope from.
+#[derive(Clone)]
+enum LayerScope {
+    /// The store's rule ([`Store::scope_by`]), or none (with the one-time warning).
+    Inherit,
+    /// No scope, on purpose ([`IdempotencyLayer::unscoped`]).
+    None,
+    /// The layer's own ([`IdempotencyLayer::scope`]).
+    By(Arc<ScopeFn>),
+}
 
 /// Makes every `POST` and `PATCH` of the services it wraps idempotent, as `#[idempotent]`
 /// does for one handler: the same key check, claim, replay, 409/422/503 answers, storage
@@ -85,7 +97,7 @@ pub struct IdempotencyLayer {
     config: Config,
     name: Cow<'static, str>,
     methods: Arc<[Method]>,
-    scope: Option<Arc<ScopeFn>>,
+    scope: LayerScope,
 }
 
 impl fmt::Debug for IdempotencyLayer {
@@ -94,7 +106,14 @@ impl fmt::Debug for IdempotencyLayer {
             .field("config", &self.config)
             .field("name", &self.name)
             .field("methods", &self.methods)
-            .field("scoped", &self.scope.is_some())
+            .field(
+                "scope",
+                &match self.scope {
+                    LayerScope::Inherit => "the store's",
+                    LayerScope::None => "none",
+                    LayerScope::By(_) => "the layer's",
+                },
+            )
             .finish_non_exhaustive()
     }
 }
@@ -107,7 +126,7 @@ impl IdempotencyLayer {
             config: Config::new(),
             name: Cow::Borrowed(DEFAULT_LAYER_NAME),
             methods: Arc::from([Method::POST, Method::PATCH]),
-            scope: None,
+            scope: LayerScope::Inherit,
         }
     }
 
@@ -220,10 +239,27 @@ impl IdempotencyLayer {
     }
 
     /// A namespace for keys from the request (a tenant set by an authentication layer, a
-    /// header): the same key under two scopes is two records.
+    /// header), instead of the store's rule ([`Store::scope_by`], which the layer follows by
+    /// default): the same key under two scopes is two records.
     pub fn scope(mut self, scope: impl Fn(&Parts) -> String + Send + Sync + 'static) -> Self {
-        self.scope = Some(Arc::new(scope));
+        self.scope = LayerScope::By(Arc::new(scope));
         self
+    }
+
+    /// No scope, on purpose, whatever the store's rule: every caller shares the keys, as
+    /// `scope = none` does for the attribute, and no warning is logged (docs/contract.md,
+    /// "Scopes").
+    pub fn unscoped(mut self) -> Self {
+        self.scope = LayerScope::None;
+        self
+    }
+
+    /// What the request's head must keep: a copy of it when the store's rule will read it.
+    fn keep(&self) -> request::Keep {
+        match self.scope {
+            LayerScope::Inherit if self.store.is_scoped() => request::Keep::Parts,
+            _ => request::Keep::KeyHeader(self.config.header_value()),
+        }
     }
 
     fn target(&self, req: Request) -> (Request, Target) {
@@ -232,7 +268,11 @@ impl IdempotencyLayer {
             Some(route) => Cow::Owned(format!("{} {}", parts.method, route.as_str())),
             None => self.name.clone(),
         };
-        let scope = self.scope.as_ref().map(|f| f(&parts)).unwrap_or_default();
+        let scope = match &self.scope {
+            LayerScope::Inherit => Scope::Inherit,
+            LayerScope::None => Scope::None,
+            LayerScope::By(scope) => Scope::Named(scope(&parts)),
+        };
         (Request::from_parts(parts, body), Target { handler, scope })
     }
 }
@@ -282,9 +322,9 @@ where
         }
         let layer = self.layer.clone();
         Box::pin(async move {
-            // Only the configured key header is kept for the engine, not a copy of every header.
-            let key_header = Some(layer.config.header_value());
-            let (req, head) = match request::buffer_keeping(req, key_header).await {
+            // Only the configured key header is kept for the engine, not a copy of every header,
+            // unless the store's scope rule needs the request's head.
+            let (req, head) = match request::buffer_keeping(req, layer.keep()).await {
                 Ok(buffered) => buffered,
                 Err(rejection) => return Ok(rejection),
             };

@@ -24,6 +24,10 @@ pub enum Problem {
     Conflict,
     /// 503: the store is unreachable.
     StoreUnavailable,
+    /// 403: the store scopes keys by caller and the request names none.
+    NoScope,
+    /// 429: the caller's scope holds as many live records as the store's quota allows.
+    QuotaExceeded,
     /// 503: a transactional handler's commit failed; none of its writes happened.
     CommitFailed,
     /// 500: the handler panicked.
@@ -55,6 +59,8 @@ impl Problem {
             Outcome::InvalidKey => Some(Problem::InvalidKey),
             Outcome::MissingKey => Some(Problem::MissingKey),
             Outcome::StoreUnavailable => Some(Problem::StoreUnavailable),
+            Outcome::NoScope => Some(Problem::NoScope),
+            Outcome::QuotaExceeded => Some(Problem::QuotaExceeded),
         }
     }
 
@@ -89,6 +95,18 @@ impl Problem {
                 slug: "store-unavailable",
                 title: "Idempotency store unavailable",
                 detail: "The request was not processed because its idempotency key could not be recorded. Retry with the same key.",
+            },
+            Problem::NoScope => Row {
+                status: StatusCode::FORBIDDEN,
+                slug: "no-scope",
+                title: "Request not attributable to a caller",
+                detail: "Idempotency keys on this service belong to a caller, and this request names none. Nothing was recorded.",
+            },
+            Problem::QuotaExceeded => Row {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                slug: "quota-exceeded",
+                title: "Too many idempotency keys in use",
+                detail: "This caller holds as many idempotency keys as the service keeps at once. The request was not processed; retry after the delay in Retry-After, or reuse a key.",
             },
             Problem::CommitFailed => Row {
                 status: StatusCode::SERVICE_UNAVAILABLE,
@@ -166,6 +184,8 @@ mod tests {
             Problem::Mismatch,
             Problem::Conflict,
             Problem::StoreUnavailable,
+            Problem::NoScope,
+            Problem::QuotaExceeded,
             Problem::CommitFailed,
             Problem::HandlerPanicked,
             Problem::BodyTooLarge,
@@ -196,6 +216,14 @@ mod tests {
         assert_eq!(
             Problem::answering(Outcome::StoreUnavailable).map(Problem::status),
             Some(StatusCode::SERVICE_UNAVAILABLE)
+        );
+        assert_eq!(
+            Problem::answering(Outcome::QuotaExceeded).map(Problem::status),
+            Some(StatusCode::TOO_MANY_REQUESTS)
+        );
+        assert_eq!(
+            Problem::answering(Outcome::NoScope).map(Problem::status),
+            Some(StatusCode::FORBIDDEN)
         );
     }
 

@@ -49,6 +49,25 @@ pub struct FingerprintedAllHeaders<T> {
     pub head: RequestHead,
 }
 
+/// [`Fingerprinted`] for a handler whose scope comes from its store's rule
+/// ([`Store::scope_by`](crate::Store::scope_by)): a copy of the request's head (method, URI,
+/// headers, extensions) is kept for the rule, which can only run once the handler's store is
+/// known, after every extractor has run. A handler with a `scope` of its own does without.
+#[derive(Debug)]
+pub struct FingerprintedParts<T> {
+    /// The wrapped extractor's value.
+    pub inner: T,
+    /// What the adapter needs of the request.
+    pub head: RequestHead,
+}
+
+impl<T> FingerprintedParts<T> {
+    /// The wrapped value and the request head.
+    pub fn into_parts(self) -> (T, RequestHead) {
+        (self.inner, self.head)
+    }
+}
+
 impl<T> Fingerprinted<T> {
     /// The wrapped value and the request head.
     pub fn into_parts(self) -> (T, RequestHead) {
@@ -75,7 +94,7 @@ where
         req: Request,
         state: &S,
     ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send {
-        wrapped(req, state, Some(DEFAULT_HEADER))
+        wrapped(req, state, Keep::KeyHeader(DEFAULT_HEADER))
             .map(|result| result.map(|(inner, head)| Fingerprinted { inner, head }))
     }
 }
@@ -92,9 +111,37 @@ where
         req: Request,
         state: &S,
     ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send {
-        wrapped(req, state, None)
+        wrapped(req, state, Keep::Headers)
             .map(|result| result.map(|(inner, head)| FingerprintedAllHeaders { inner, head }))
     }
+}
+
+impl<S, M, T> FromRequest<S, Via<M>> for FingerprintedParts<T>
+where
+    S: Send + Sync,
+    T: FromRequest<S, M>,
+{
+    type Rejection = Response;
+
+    #[allow(clippy::result_large_err)] // the rejection is a `Response`, as axum's trait has it
+    fn from_request(
+        req: Request,
+        state: &S,
+    ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send {
+        wrapped(req, state, Keep::Parts)
+            .map(|result| result.map(|(inner, head)| FingerprintedParts { inner, head }))
+    }
+}
+
+/// What a [`RequestHead`] keeps of the request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Keep {
+    /// The values of the one header that carries the key.
+    KeyHeader(&'static str),
+    /// Every header (the key header is chosen later).
+    Headers,
+    /// A copy of the whole head, for a store's scope rule (the key is read from its headers).
+    Parts,
 }
 
 /// Buffers and fingerprints the request, then runs `T` on it: two futures chained rather
@@ -104,13 +151,13 @@ where
 fn wrapped<S, M, T>(
     req: Request,
     state: &S,
-    key_header: Option<&'static str>,
+    keep: Keep,
 ) -> impl Future<Output = Result<(T, RequestHead), Response>> + Send
 where
     S: Send + Sync,
     T: FromRequest<S, M>,
 {
-    buffer_keeping(req, key_header).then(move |buffered| match buffered {
+    buffer_keeping(req, keep).then(move |buffered| match buffered {
         Ok((req, head)) => Either::Left(T::from_request(req, state).map(|inner| match inner {
             Ok(inner) => Ok((inner, head)),
             Err(rejection) => Err(rejection.into_response()),
@@ -138,6 +185,8 @@ enum KeyHeader {
         name: &'static str,
         key: Result<IdempotencyKey, KeyError>,
     },
+    /// A copy of the request's head, for a store's scope rule; the key header is chosen later.
+    Parts(Box<http::request::Parts>),
 }
 
 impl RequestHead {
@@ -172,32 +221,62 @@ impl RequestHead {
         }
     }
 
+    /// A copy of the request's head (method, URI, headers and extensions), kept for a store's
+    /// scope rule; the key is read from its headers.
+    pub fn with_parts(parts: http::request::Parts, fingerprint: Fingerprint) -> Self {
+        RequestHead {
+            key: KeyHeader::Parts(Box::new(parts)),
+            fingerprint,
+        }
+    }
+
     /// The request's fingerprint.
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
     }
 
-    pub(crate) fn key(self, header: &str) -> (Result<IdempotencyKey, KeyError>, Fingerprint) {
-        let key = match self.key {
-            KeyHeader::All(headers) => {
-                IdempotencyKey::from_header_values(headers.get_all(header).iter())
-            }
-            KeyHeader::One { name, key } if name.eq_ignore_ascii_case(header) => key,
+    /// The request's head, when it was kept for a store's scope rule.
+    pub fn parts(&self) -> Option<&http::request::Parts> {
+        match &self.key {
+            KeyHeader::Parts(parts) => Some(parts),
+            _ => None,
+        }
+    }
+
+    /// The key from header `header`, the fingerprint, and the request's head when it was
+    /// kept for a store's scope rule.
+    pub(crate) fn key(
+        self,
+        header: &str,
+    ) -> (
+        Result<IdempotencyKey, KeyError>,
+        Fingerprint,
+        Option<Box<http::request::Parts>>,
+    ) {
+        let (key, parts) = match self.key {
+            KeyHeader::All(headers) => (
+                IdempotencyKey::from_header_values(headers.get_all(header).iter()),
+                None,
+            ),
+            KeyHeader::Parts(parts) => (
+                IdempotencyKey::from_header_values(parts.headers.get_all(header).iter()),
+                Some(parts),
+            ),
+            KeyHeader::One { name, key } if name.eq_ignore_ascii_case(header) => (key, None),
             // Only a caller that kept another header than it configured gets here.
-            KeyHeader::One { .. } => Err(KeyError::Missing),
+            KeyHeader::One { .. } => (Err(KeyError::Missing), None),
         };
-        (key, self.fingerprint)
+        (key, self.fingerprint, parts)
     }
 }
 
 /// Buffers the body (under the application's `DefaultBodyLimit` and [`HARD_BODY_LIMIT`]) and
 /// fingerprints method, path, query and body: the request with its buffered body, and its
-/// head, which keeps only the values of `key_header` when it is known, and every header
-/// otherwise. A body over the limit is a 413, a failing one a 400, before any store access.
+/// head, which keeps what `keep` says. A body over the limit is a 413, a failing one a 400, before any store access.
 /// The attribute's extractor and the tower layer both start here.
 pub(crate) fn buffer_keeping(
     req: Request,
-    key_header: Option<&'static str>,
+    keep: Keep,
 ) -> impl Future<Output = Result<(Request, RequestHead), Response>> + Send {
     let (parts, body) = req.with_limited_body().into_parts();
     async move {
@@ -209,25 +288,22 @@ pub(crate) fn buffer_keeping(
             }
         }
         let bytes = read.into_bytes();
-        Ok(head_of(parts, bytes, key_header))
+        Ok(head_of(parts, bytes, keep))
     }
 }
 
 /// The request again, with its buffered body, and its head.
-fn head_of(
-    parts: http::request::Parts,
-    bytes: Bytes,
-    key_header: Option<&'static str>,
-) -> (Request, RequestHead) {
+fn head_of(parts: http::request::Parts, bytes: Bytes, keep: Keep) -> (Request, RequestHead) {
     let fingerprint = Fingerprint::of_request(
         parts.method.as_str(),
         parts.uri.path(),
         parts.uri.query().unwrap_or(""),
         &bytes,
     );
-    let head = match key_header {
-        Some(name) => RequestHead::with_key_header(&parts.headers, name, fingerprint),
-        None => RequestHead::new(parts.headers.clone(), fingerprint),
+    let head = match keep {
+        Keep::KeyHeader(name) => RequestHead::with_key_header(&parts.headers, name, fingerprint),
+        Keep::Headers => RequestHead::new(parts.headers.clone(), fingerprint),
+        Keep::Parts => RequestHead::with_parts(parts.clone(), fingerprint),
     };
     (Request::from_parts(parts, Body::from(bytes)), head)
 }
@@ -269,8 +345,12 @@ mod tests {
         let chunks = ["{\"amount\":", "", "12", "}"].map(Ok::<_, std::io::Error>);
         let chunked = request(Body::from_stream(futures_util::stream::iter(chunks)));
         let whole = request(Body::from("{\"amount\":12}"));
-        let (chunked, chunked_head) = buffer_keeping(chunked, Some(DEFAULT_HEADER)).await.unwrap();
-        let (_, whole_head) = buffer_keeping(whole, Some(DEFAULT_HEADER)).await.unwrap();
+        let (chunked, chunked_head) = buffer_keeping(chunked, Keep::KeyHeader(DEFAULT_HEADER))
+            .await
+            .unwrap();
+        let (_, whole_head) = buffer_keeping(whole, Keep::KeyHeader(DEFAULT_HEADER))
+            .await
+            .unwrap();
         assert_eq!(chunked_head.fingerprint(), whole_head.fingerprint());
         assert_eq!(
             chunked_head.fingerprint(),

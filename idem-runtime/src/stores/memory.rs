@@ -1,12 +1,17 @@
-//! An in-process store: lock-striped maps, TTL expiry, a bounded size.
+//! An in-process store: lock-striped maps, TTL expiry, a bounded size, an optional quota per
+//! scope.
 //!
 //! Time is `tokio::time::Instant`, so tests with a paused tokio clock control leases and
 //! expiry exactly. When the store is full, expired records are purged from the full shard;
 //! if it is still full the claim fails as a transient store error (503 for the client). A
-//! live record is never evicted: evicting one would let its key run twice.
+//! live record is never evicted: evicting one would let its key run twice. A quota per scope
+//! (`MemoryStore::scope_quota`) keeps one scope from filling the store for every other one
+//! (docs/contract.md, "Quotas").
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use hashbrown::HashTable;
 
@@ -34,6 +39,68 @@ pub struct MemoryStore {
     shards: Box<[Mutex<HashTable<Slot>>]>,
     shard_capacity: usize,
     hasher: RandomState,
+    quota: Option<Quota>,
+}
+
+/// How often, at most, a scope at its quota makes the store sweep every shard for expired
+/// records before it refuses: a scope that floods keys gets 429s, not a sweep each.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The quota per scope, and what it needs: each scope's records (expired ones too, until a
+/// purge, a sweep or a full shard removes them), counted under one lock, taken after a shard's.
+struct Quota {
+    per_scope: usize,
+    held: Mutex<HashMap<String, Held>>,
+    last_sweep: Mutex<Option<Instant>>,
+}
+
+/// One scope's records.
+#[derive(Default)]
+struct Held {
+    records: usize,
+    /// When the first of its live records expires, as the last sweep found it.
+    frees_at: Option<Instant>,
+}
+
+impl Quota {
+    /// Counts a new record of `scope`, or answers when room is expected.
+    fn admit(&self, scope: &str, now: Instant) -> Result<(), Duration> {
+        let mut held = lock(&self.held);
+        let counted = held.entry(scope.to_owned()).or_default();
+        if counted.records < self.per_scope {
+            counted.records += 1;
+            return Ok(());
+        }
+        let frees_in = counted.frees_at.map(|at| at.saturating_duration_since(now));
+        Err(frees_in
+            .filter(|wait| !wait.is_zero())
+            .unwrap_or(SWEEP_EVERY))
+    }
+
+    /// Uncounts removed records, one scope each.
+    fn forget<'a>(&self, scopes: impl IntoIterator<Item = &'a str>) {
+        let mut held = lock(&self.held);
+        for scope in scopes {
+            if let Some(counted) = held.get_mut(scope) {
+                counted.records = counted.records.saturating_sub(1);
+                if counted.records == 0 {
+                    held.remove(scope);
+                }
+            }
+        }
+    }
+
+    /// Whether a sweep may run now (at most one every [`SWEEP_EVERY`]).
+    fn may_sweep(&self, now: Instant) -> bool {
+        let mut last = lock(&self.last_sweep);
+        match *last {
+            Some(at) if now.saturating_duration_since(at) < SWEEP_EVERY => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
 }
 
 /// A bucket of a shard's table: the identity's hash (SipHash, keyed per store: keys come
@@ -187,7 +254,30 @@ impl MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
             shard_capacity: capacity.div_ceil(SHARDS).max(1),
             hasher: RandomState::new(),
+            quota: None,
         }
+    }
+
+    /// Caps the records one scope may hold at `records` (at least 1): a claim of a new key
+    /// beyond it is answered [`ClaimOutcome::OverQuota`] (429 with `Retry-After` over HTTP),
+    /// so that one caller flooding keys fills its own quota, not the store (docs/contract.md,
+    /// "Quotas"). Expired records count until they are removed: by a purge, by a full shard,
+    /// or by the sweep of every shard that a scope at its quota starts (at most once a
+    /// second). Unscoped keys are one scope, `""`.
+    ///
+    /// ```
+    /// use idem_runtime::{MemoryStore, Store};
+    ///
+    /// let store = Store::new(MemoryStore::with_capacity(1_000_000).scope_quota(10_000));
+    /// # drop(store);
+    /// ```
+    pub fn scope_quota(mut self, records: usize) -> Self {
+        self.quota = Some(Quota {
+            per_scope: records.max(1),
+            held: Mutex::default(),
+            last_sweep: Mutex::default(),
+        });
+        self
     }
 
     /// How many records the store holds, expired ones included until purged.
@@ -208,7 +298,49 @@ impl MemoryStore {
         (hash, lock(&self.shards[index]))
     }
 
+    /// Claims; a scope at its quota first has expired records swept (at most one sweep a
+    /// second), then is tried once more.
     fn claim_record(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
+        let claimed = self.claim_once(claim)?;
+        match &self.quota {
+            Some(quota)
+                if matches!(claimed, ClaimOutcome::OverQuota { .. })
+                    && quota.may_sweep(Instant::now()) =>
+            {
+                self.sweep(quota, &claim.id.scope);
+                self.claim_once(claim)
+            }
+            _ => Ok(claimed),
+        }
+    }
+
+    /// Removes every expired record, shard by shard, and notes when the first live record of
+    /// `scope` expires.
+    fn sweep(&self, quota: &Quota, scope: &str) {
+        let now = Instant::now();
+        let mut frees_at: Option<Instant> = None;
+        for shard in self.shards.iter() {
+            let mut gone = Vec::new();
+            lock(shard).retain(|slot| {
+                let record = &slot.record;
+                if record.entry.expires_at <= now {
+                    gone.push(record.id.scope.clone());
+                    return false;
+                }
+                if record.id.scope == scope {
+                    let at = record.entry.expires_at;
+                    frees_at = Some(frees_at.map_or(at, |first| first.min(at)));
+                }
+                true
+            });
+            quota.forget(gone.iter().map(String::as_str));
+        }
+        if let Some(held) = lock(&quota.held).get_mut(scope) {
+            held.frees_at = frees_at;
+        }
+    }
+
+    fn claim_once(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
         let now = Instant::now();
         let (hash, mut shard) = self.shard(&claim.id);
         if let Some(slot) = shard.find_mut(hash, |slot| slot.is(hash, &claim.id)) {
@@ -222,12 +354,17 @@ impl MemoryStore {
             });
         }
         if shard.len() >= self.shard_capacity {
-            shard.retain(|slot| slot.record.entry.expires_at > now);
+            self.remove_expired(&mut shard, now, usize::MAX);
             if shard.len() >= self.shard_capacity {
                 return Err(StoreError::transient(
                     "the memory store is full of live records",
                 ));
             }
+        }
+        if let Some(quota) = &self.quota
+            && let Err(retry_after) = quota.admit(&claim.id.scope, now)
+        {
+            return Ok(ClaimOutcome::OverQuota { retry_after });
         }
         let slot = Slot {
             hash,
@@ -238,6 +375,32 @@ impl MemoryStore {
         };
         shard.insert_unique(hash, slot, |slot| slot.hash);
         Ok(ClaimOutcome::Acquired(Acquired::New))
+    }
+
+    /// Removes up to `limit` expired records from a locked shard (uncounting them from their
+    /// scopes' quotas) and answers how many it removed.
+    fn remove_expired(&self, shard: &mut HashTable<Slot>, now: Instant, limit: usize) -> usize {
+        let mut removed = 0usize;
+        let mut gone = Vec::new();
+        shard.retain(|slot| {
+            let expired = slot.record.entry.expires_at <= now && removed < limit;
+            removed += usize::from(expired);
+            if expired && self.quota.is_some() {
+                gone.push(slot.record.id.scope.clone());
+            }
+            !expired
+        });
+        if let Some(quota) = &self.quota {
+            quota.forget(gone.iter().map(String::as_str));
+        }
+        removed
+    }
+
+    /// Uncounts one removed record from its scope's quota.
+    fn forget(&self, scope: &str) {
+        if let Some(quota) = &self.quota {
+            quota.forget([scope]);
+        }
     }
 
     /// Applies `change` to the record if `claim` still owns it.
@@ -298,6 +461,7 @@ impl IdempotencyStore for MemoryStore {
                     && matches!(slot.get().record.entry.state, State::InProgress) =>
             {
                 slot.remove();
+                self.forget(&claim.id.scope);
                 Ownership::Held
             }
             _ => Ownership::Lost,
@@ -323,12 +487,7 @@ impl IdempotencyStore for MemoryStore {
             if purged >= limit {
                 break;
             }
-            let mut shard = lock(shard);
-            shard.retain(|slot| {
-                let expired = slot.record.entry.expires_at <= now && purged < limit;
-                purged += usize::from(expired);
-                !expired
-            });
+            purged += self.remove_expired(&mut lock(shard), now, limit - purged);
         }
         Reply::Ready(Ok(purged as u64))
     }
@@ -349,6 +508,7 @@ impl IdempotencyStore for MemoryStore {
         let evicted = match shard.find_entry(hash, |slot| slot.is(hash, id)) {
             Ok(slot) => {
                 slot.remove();
+                self.forget(&id.scope);
                 true
             }
             Err(_) => false,

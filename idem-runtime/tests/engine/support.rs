@@ -11,7 +11,8 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use idem_runtime::__private::run;
 use idem_runtime::{
-    Config, Fingerprint, IdempotencyKey, Record, RecordId, RecordState, RequestHead, Store, Target,
+    Config, Fingerprint, IdempotencyKey, Record, RecordId, RecordState, RequestHead, Scope, Store,
+    Target,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tracing::field::{Field, Visit};
@@ -73,7 +74,7 @@ impl Req {
     pub fn target(&self) -> Target {
         Target {
             handler: self.handler.into(),
-            scope: self.scope.clone(),
+            scope: Scope::Named(self.scope.clone()),
         }
     }
     pub fn id(&self) -> RecordId {

@@ -11,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode};
 use idem_runtime::{FailingStore, MemoryStore, Op, SqliteStore, Store};
 
-use super::http::{App, Call, FORM, JSON, KEY, TEXT, contract_on, send};
+use super::http::{App, Call, FORM, JSON, KEY, TEXT, contract_on, from_caller, send};
 
 async fn contract(app: App, first: Call, other: Call, expected: StatusCode) {
     let runs = app.runs.clone();
@@ -242,6 +242,53 @@ pub async fn a_store_outage_is_503_and_nothing_runs(make: impl FnOnce(Store) -> 
     assert_eq!(app.runs(), 1);
 }
 
+// ---- scoping by caller: the route `/caller` inherits its store's rule -------------------
+
+pub async fn two_callers_with_one_key_and_one_body_get_two_executions(app: App) {
+    let alice = send(&app.router, from_caller(Some("alice"), "pay 12")).await;
+    let bob = send(&app.router, from_caller(Some("bob"), "pay 12")).await;
+    assert_eq!(alice.status, StatusCode::OK);
+    assert_eq!(bob.status, StatusCode::OK);
+    assert!(!bob.replayed(), "bob's request is not alice's replay");
+    assert_eq!(&alice.body[..], b"run 1 for alice body pay 12");
+    assert_eq!(&bob.body[..], b"run 2 for bob body pay 12");
+    assert_eq!(app.runs(), 2, "two callers, two executions");
+
+    // Each replays their own bytes, never the other's.
+    let alice_again = send(&app.router, from_caller(Some("alice"), "pay 12")).await;
+    let bob_again = send(&app.router, from_caller(Some("bob"), "pay 12")).await;
+    assert!(alice_again.replayed() && bob_again.replayed());
+    assert_eq!(alice_again.body, alice.body);
+    assert_eq!(bob_again.body, bob.body);
+    assert_eq!(app.runs(), 2);
+}
+
+pub async fn another_caller_with_another_body_runs_fresh_instead_of_422(app: App) {
+    let alice = send(&app.router, from_caller(Some("alice"), "pay 12")).await;
+    assert_eq!(alice.status, StatusCode::OK);
+    let bob = send(&app.router, from_caller(Some("bob"), "pay 99")).await;
+    assert_eq!(
+        bob.status,
+        StatusCode::OK,
+        "a 422 would tell bob that someone else uses this key"
+    );
+    assert_eq!(&bob.body[..], b"run 2 for bob body pay 99");
+    // Within one caller the key still guards its request.
+    let reused = send(&app.router, from_caller(Some("alice"), "pay 99")).await;
+    assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.runs(), 2);
+}
+
+pub async fn a_request_naming_no_caller_is_refused_before_any_record(app: App) {
+    let nobody = send(&app.router, from_caller(None, "pay 12")).await;
+    assert_eq!(nobody.status, StatusCode::FORBIDDEN);
+    assert_eq!(nobody.problem_type(), "urn:idem:problem:no-scope");
+    assert_eq!(app.runs(), 0);
+    // Nothing was recorded: a caller's first request with the key runs.
+    let alice = send(&app.router, from_caller(Some("alice"), "pay 12")).await;
+    assert_eq!(&alice.body[..], b"run 1 for alice body pay 12");
+}
+
 // ---- stores -------------------------------------------------------------------------------
 
 /// A fresh memory store.
@@ -308,6 +355,9 @@ macro_rules! http_behaviour_tests {
             an_optional_key_in_a_custom_header,
             the_applications_body_limit_applies_before_any_record,
             a_duplicate_in_progress_is_409_with_retry_after,
+            two_callers_with_one_key_and_one_body_get_two_executions,
+            another_caller_with_another_body_runs_fresh_instead_of_422,
+            a_request_naming_no_caller_is_refused_before_any_record,
         );
     };
     (@cases $app:path, $store:path; $($case:ident),* $(,)?) => {

@@ -18,6 +18,7 @@
 //! | `POST /scoped/{tenant}` | `run N tenant T`, keys scoped by tenant |
 //! | `POST /optional` | `run N`; key in `X-Request-Key`, optional |
 //! | `POST /slow` | waits `App::gate`, then `run N` |
+//! | `POST /caller` | `run N for C body B`, keys scoped by the caller's `Authorization: Bearer C` |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,6 +68,45 @@ impl Counter {
 
 #[derive(Clone)]
 pub struct Tenant(pub String);
+
+/// The caller that [`authenticate`] found, as authentication middleware puts it in a request's
+/// extensions.
+#[derive(Clone, Debug)]
+pub struct Caller(pub String);
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A tiny authentication middleware: `Authorization: Bearer <caller>` becomes a [`Caller`]
+/// extension; a request without it goes on without one.
+pub async fn authenticate(
+    mut request: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let caller = request
+        .headers()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|caller| Caller(caller.to_owned()));
+    if let Some(caller) = caller {
+        request.extensions_mut().insert(caller);
+    }
+    next.run(request).await
+}
+
+/// A request to `POST /caller` from `caller` (none: no `Authorization`), under `KEY`.
+pub fn from_caller(caller: Option<&str>, body: &'static str) -> Request<Body> {
+    let mut request = Call::new("/caller", TEXT, body).request(Some(KEY));
+    if let Some(caller) = caller {
+        let value = HeaderValue::from_str(&format!("Bearer {caller}")).expect("a header value");
+        request.headers_mut().insert("authorization", value);
+    }
+    request
+}
 
 /// A request to send: where, with which content type and body, under which key.
 #[derive(Clone)]

@@ -52,23 +52,36 @@ pub const WAKE_CHANNEL: &str = "idem_claim_ended";
 /// doc). A second run sees the committed row; a third covers a release in between.
 pub const CLAIM_ATTEMPTS: usize = 3;
 
-impl Dialect for Postgres {
-    const CLAIM: &'static str = "
+/// The claim's parts that its two forms share (with and without a quota): the standing
+/// record and whether this claim may take it, the upsert that takes it, and the answer.
+macro_rules! standing {
+    ($($live:literal)?) => {
+        concat!("
 WITH standing AS (
     SELECT request_fingerprint, response_status, response_headers, response_body, locked_until,
-           COALESCE(expires_at <= now()
+           ", $($live, )? "COALESCE(expires_at <= now()
              OR (request_fingerprint = $4
                  AND (response_status = -1
                       OR (response_status IS NULL AND locked_until <= now()))),
              false) AS takeable
     FROM {table}
     WHERE scope = $1 AND handler = $2 AND idempotency_key = $3
-), claimed AS (
+)")
+    };
+}
+
+macro_rules! upsert {
+    ($admitted:literal) => {
+        concat!(
+            "
+claimed AS (
     INSERT INTO {table} AS t (scope, handler, idempotency_key, request_fingerprint, owner_token,
                               acquired, locked_until, created_at, updated_at, expires_at)
     SELECT $1, $2, $3, $4, $5, 'new', now() + $6::bigint * interval '1 microsecond', now(),
            now(), now() + $7::bigint * interval '1 microsecond'
-    WHERE NOT EXISTS (SELECT 1 FROM standing WHERE NOT takeable)
+    WHERE NOT EXISTS (SELECT 1 FROM standing WHERE NOT takeable)",
+            $admitted,
+            "
     ON CONFLICT (scope, handler, idempotency_key) DO UPDATE SET
         request_fingerprint = excluded.request_fingerprint,
         response_status = NULL,
@@ -87,16 +100,68 @@ WITH standing AS (
            AND (t.response_status = -1
                 OR (t.response_status IS NULL AND t.locked_until <= now())))
     RETURNING acquired
-)
+)"
+        )
+    };
+}
+
+macro_rules! answer {
+    ($quota_column:literal, $admitted:literal) => {
+        concat!(
+            "
 SELECT acquired, NULL::text AS request_fingerprint, NULL::integer AS response_status,
        NULL::text AS response_headers, NULL::bytea AS response_body, 0::bigint AS lease_us,
-       false AS stale
+       false AS stale",
+            $quota_column,
+            "
 FROM claimed
 UNION ALL
 SELECT NULL, request_fingerprint, response_status, response_headers, response_body,
-       GREATEST(0, EXTRACT(EPOCH FROM locked_until - now()) * 1000000)::bigint, takeable
+       GREATEST(0, EXTRACT(EPOCH FROM locked_until - now()) * 1000000)::bigint, takeable",
+            $quota_column,
+            "
 FROM standing
-WHERE NOT EXISTS (SELECT 1 FROM claimed)";
+WHERE NOT EXISTS (SELECT 1 FROM claimed)",
+            $admitted
+        )
+    };
+}
+
+impl Dialect for Postgres {
+    const CLAIM: &'static str = concat!(standing!(), ",", upsert!(""), answer!("", ""));
+
+    /// The claim when the store has a quota per scope (`$8`): a key that would add a live
+    /// record to its scope is admitted only while the scope holds fewer than `$8` live
+    /// records, counted by the primary key's leading column (`scope`) and no further than `$8`
+    /// rows. A refusal is one row whose `quota_wait_us` (otherwise NULL) is the time until the
+    /// first of the counted records expires.
+    const CLAIM_WITHIN_QUOTA: &'static str = concat!(
+        standing!("expires_at > now() AS live, "),
+        ",
+counted AS (
+    SELECT count(*) AS records, min(expires_at) AS first_expiry
+    FROM (SELECT expires_at FROM {table} WHERE scope = $1 AND expires_at > now() LIMIT $8) held
+),
+admitted AS (
+    SELECT EXISTS (SELECT 1 FROM standing WHERE live)
+           OR (SELECT records FROM counted) < $8 AS ok
+),",
+        upsert!(
+            "
+      AND (SELECT ok FROM admitted)"
+        ),
+        answer!(
+            ", NULL::bigint AS quota_wait_us",
+            "
+  AND (SELECT ok FROM admitted)"
+        ),
+        "
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, 0::bigint, false,
+       GREATEST(0, EXTRACT(EPOCH FROM first_expiry - now()) * 1000000)::bigint
+FROM counted
+WHERE NOT (SELECT ok FROM admitted)"
+    );
 
     const RENEW: &'static str = "
 UPDATE {table} SET locked_until = now() + $5::bigint * interval '1 microsecond', updated_at = now()
@@ -150,6 +215,12 @@ SELECT count(*) FILTER (WHERE expires_at > now() AND response_status IS NULL) AS
 FROM {table}";
 
     const LEASE_LEFT: &'static str = "lease_us";
+
+    /// Unused by the claim, which answers a refusal's wait itself; kept for the shared
+    /// statements.
+    const FIRST_EXPIRY: &'static str = "
+SELECT GREATEST(0, EXTRACT(EPOCH FROM min(expires_at) - now()) * 1000000)::bigint AS first_expiry
+FROM (SELECT expires_at FROM {table} WHERE scope = $1 AND expires_at > now() LIMIT $2) held";
 
     fn duration(duration: Duration) -> i64 {
         micros(duration)
@@ -221,7 +292,7 @@ impl PostgresStore {
         PostgresStore {
             pool,
             own: None,
-            sql: Arc::new(Statements::new(TableName::default())),
+            sql: Arc::new(Statements::new(TableName::default(), None)),
         }
     }
 
@@ -255,8 +326,20 @@ impl PostgresStore {
 
     /// Uses another table (a plain identifier; set the schema with the pool's `search_path`).
     pub fn with_table(mut self, table: &str) -> Result<Self, InvalidTableName> {
-        self.sql = Arc::new(Statements::new(TableName::new(table)?));
+        self.sql = Arc::new(Statements::new(TableName::new(table)?, self.sql.quota()));
         Ok(self)
+    }
+
+    /// Caps the live records one scope may hold at `records` (at least 1): a claim that would
+    /// add one more is refused (429 with `Retry-After` over HTTP), so that one caller cannot
+    /// grow the table without bound (docs/contract.md, "Quotas"). The claim then counts the
+    /// scope's live records, at most `records` of them, by the primary key's leading column;
+    /// a store without a quota runs the claim without the count. Concurrent first calls of one
+    /// scope, each counting before the others commit, can pass the cap by as many as run at
+    /// once.
+    pub fn scope_quota(mut self, records: u64) -> Self {
+        self.sql = Arc::new(Statements::new(self.sql.table.clone(), Some(records)));
+        self
     }
 
     /// The table's name.
@@ -313,6 +396,14 @@ async fn claimed<'c>(
     let Some(row) = row else {
         return Ok(Claimed::Invisible);
     };
+    if sql.quota().is_some()
+        && let Some(wait) = row
+            .try_get::<Option<i64>, _>("quota_wait_us")
+            .map_err(Postgres::classify)?
+    {
+        let retry_after = Postgres::span(wait);
+        return Ok(Claimed::Fresh(ClaimOutcome::OverQuota { retry_after }));
+    }
     if let Some(acquired) = row
         .try_get::<Option<String>, _>("acquired")
         .map_err(Postgres::classify)?

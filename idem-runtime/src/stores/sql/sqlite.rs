@@ -27,7 +27,7 @@ use super::{
 };
 use crate::engine::record::{Claim, ClaimOutcome};
 use crate::engine::store::Isolation;
-use crate::engine::store::StoreResult;
+use crate::engine::store::{StoreError, StoreResult};
 
 /// The migrations, in order; each is idempotent and runs on every [`SqliteStore::migrate`].
 const MIGRATIONS: &[&str] = &[include_str!(
@@ -41,11 +41,11 @@ const NOW: &str = "CAST(round(unixepoch('subsec') * 1000) AS INTEGER)";
 const TAKE: &str = "(expires_at <= {now} OR (request_fingerprint = excluded.request_fingerprint \
      AND (response_status = -1 OR (response_status IS NULL AND locked_until <= {now}))))";
 
-impl Dialect for Sqlite {
-    const CLAIM: &'static str = "
-INSERT INTO {table} (scope, handler, idempotency_key, request_fingerprint, owner_token, acquired,
-                     locked_until, created_at, updated_at, expires_at)
-VALUES (?1, ?2, ?3, ?4, ?5, 'new', {now} + ?6, {now}, {now}, {now} + ?7)
+/// The claim's upsert of the standing row and its answer, which its two forms share (with
+/// and without a quota).
+macro_rules! take_or_return {
+    () => {
+        "
 ON CONFLICT (scope, handler, idempotency_key) DO UPDATE SET
     request_fingerprint = CASE WHEN {take} THEN excluded.request_fingerprint
                                ELSE request_fingerprint END,
@@ -63,7 +63,35 @@ ON CONFLICT (scope, handler, idempotency_key) DO UPDATE SET
     expires_at = CASE WHEN {take} THEN excluded.expires_at ELSE expires_at END
 RETURNING owner_token = ?5 AND response_status IS NULL AS won, acquired, request_fingerprint,
           response_status, response_headers, response_body,
-          max(0, locked_until - {now}) AS lease_ms";
+          max(0, locked_until - {now}) AS lease_ms"
+    };
+}
+
+impl Dialect for Sqlite {
+    const CLAIM: &'static str = concat!(
+        "
+INSERT INTO {table} (scope, handler, idempotency_key, request_fingerprint, owner_token, acquired,
+                     locked_until, created_at, updated_at, expires_at)
+VALUES (?1, ?2, ?3, ?4, ?5, 'new', {now} + ?6, {now}, {now}, {now} + ?7)",
+        take_or_return!()
+    );
+
+    /// The claim when the store has a quota per scope (`?8`): the row to insert is offered
+    /// only when this key already has a live record (a replay, a conflict, a takeover adds
+    /// none) or its scope holds fewer than `?8` live records, counted by the primary key's
+    /// leading column (`scope`) and no further than `?8` rows. A refusal returns no row, and
+    /// `FIRST_EXPIRY` then says when room is expected.
+    const CLAIM_WITHIN_QUOTA: &'static str = concat!(
+        "
+INSERT INTO {table} (scope, handler, idempotency_key, request_fingerprint, owner_token, acquired,
+                     locked_until, created_at, updated_at, expires_at)
+SELECT ?1, ?2, ?3, ?4, ?5, 'new', {now} + ?6, {now}, {now}, {now} + ?7
+WHERE EXISTS (SELECT 1 FROM {table}
+              WHERE scope = ?1 AND handler = ?2 AND idempotency_key = ?3 AND expires_at > {now})
+   OR (SELECT count(*) FROM (SELECT 1 FROM {table} WHERE scope = ?1 AND expires_at > {now}
+                             LIMIT ?8)) < ?8",
+        take_or_return!()
+    );
 
     const RENEW: &'static str = "
 UPDATE {table} SET locked_until = {now} + ?5, updated_at = {now}
@@ -117,6 +145,10 @@ SELECT
 FROM {table}";
 
     const LEASE_LEFT: &'static str = "lease_ms";
+
+    const FIRST_EXPIRY: &'static str = "
+SELECT max(0, min(expires_at) - {now}) AS first_expiry
+FROM (SELECT expires_at FROM {table} WHERE scope = ?1 AND expires_at > {now} LIMIT ?2)";
 
     /// Also writes in the statement's clock and the claim's takeover condition.
     fn fill(table: &TableName, template: &str) -> String {
@@ -175,7 +207,7 @@ impl SqliteStore {
     pub fn new(pool: SqlitePool) -> Self {
         SqliteStore {
             pool,
-            sql: Arc::new(Statements::new(TableName::default())),
+            sql: Arc::new(Statements::new(TableName::default(), None)),
         }
     }
 
@@ -207,8 +239,19 @@ impl SqliteStore {
 
     /// Uses another table (a plain identifier).
     pub fn with_table(mut self, table: &str) -> Result<Self, InvalidTableName> {
-        self.sql = Arc::new(Statements::new(TableName::new(table)?));
+        self.sql = Arc::new(Statements::new(TableName::new(table)?, self.sql.quota()));
         Ok(self)
+    }
+
+    /// Caps the live records one scope may hold at `records` (at least 1): a claim that would
+    /// add one more is refused (429 with `Retry-After` over HTTP), so that one caller cannot
+    /// grow the table without bound (docs/contract.md, "Quotas"). The claim then counts the
+    /// scope's live records, at most `records` of them, by the primary key's leading column
+    /// (SQLite runs one writer at a time, so the count is exact); a store without a quota runs
+    /// the claim without the count. A refusal costs one more read, for its `Retry-After`.
+    pub fn scope_quota(mut self, records: u64) -> Self {
+        self.sql = Arc::new(Statements::new(self.sql.table.clone(), Some(records)));
+        self
     }
 
     /// The table's name.
@@ -263,8 +306,16 @@ impl SqlStore for SqliteStore {
     /// again with the same token finds its own live claim and answers `Acquired` again.
     async fn claim_key(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
         let row = on_connection!(self, db => async {
-            self.sql.claim(claim).fetch_one(db).await.map_err(Sqlite::classify)
+            self.sql.claim(claim).fetch_optional(db).await.map_err(Sqlite::classify)
         })?;
+        let Some(row) = row else {
+            // Only the claim within a quota offers no row: its scope is full.
+            if self.sql.quota().is_none() {
+                return Err(StoreError::permanent("the claim statement returned no row"));
+            }
+            let retry_after = on_connection!(self, db => self.sql.first_expiry(db, &claim.id))?;
+            return Ok(ClaimOutcome::OverQuota { retry_after });
+        };
         if row.try_get::<bool, _>("won").map_err(Sqlite::classify)? {
             let acquired: String = row.try_get("acquired").map_err(Sqlite::classify)?;
             Ok(ClaimOutcome::Acquired(acquired_from_column(&acquired)?))

@@ -33,6 +33,11 @@ use crate::engine::store::{
 pub trait Dialect: Database {
     /// Claims or returns the standing record (each backend reads its answer itself).
     const CLAIM: &'static str;
+    /// `CLAIM` for a store with a quota per scope, bound to it as an eighth parameter: a key
+    /// that would add a live record to a scope holding that many is not taken
+    /// (docs/contract.md, "Quotas").
+    const CLAIM_WITHIN_QUOTA: &'static str;
+
     /// Extends the lease of a live claim.
     const RENEW: &'static str;
     /// Stores the response.
@@ -55,6 +60,10 @@ pub trait Dialect: Database {
     const STATS: &'static str;
     /// The column in which `CLAIM` and `GET` return the lease left.
     const LEASE_LEFT: &'static str;
+    /// The time until the first live record of a scope (`1`) expires, among the first `2`
+    /// found, as `first_expiry` in the unit of [`Dialect::duration`] (NULL when it has none):
+    /// a refused claim's `Retry-After`, when the claim cannot say it itself.
+    const FIRST_EXPIRY: &'static str;
 
     /// The statement that opens a transaction at `isolation`; `None` for the database's
     /// plain `BEGIN`.
@@ -92,6 +101,8 @@ pub trait Dialect: Database {
 /// executor of the database: its pool, one connection or, later, a transaction.
 pub struct Statements<DB> {
     pub(crate) table: TableName,
+    /// The most live records one scope may hold, when the store has a quota.
+    quota: Option<i64>,
     claim: Arc<str>,
     renew: Arc<str>,
     complete: Arc<str>,
@@ -104,6 +115,7 @@ pub struct Statements<DB> {
     inspect: Arc<str>,
     evict: Arc<str>,
     stats: Arc<str>,
+    first_expiry: Arc<str>,
     database: PhantomData<fn() -> DB>,
 }
 
@@ -121,10 +133,16 @@ where
     i32: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
     Vec<u8>: for<'a> Decode<'a, DB> + Type<DB>,
 {
-    pub(crate) fn new(table: TableName) -> Self {
+    /// The statements for `table`, with a quota of live records per scope or none.
+    pub(crate) fn new(table: TableName, quota: Option<u64>) -> Self {
         let fill = |template: &str| Arc::<str>::from(DB::fill(&table, template));
+        let quota = quota.map(|records| i64::try_from(records.max(1)).unwrap_or(i64::MAX));
         Statements {
-            claim: fill(DB::CLAIM),
+            quota,
+            claim: match quota {
+                None => fill(DB::CLAIM),
+                Some(_) => fill(DB::CLAIM_WITHIN_QUOTA),
+            },
             renew: fill(DB::RENEW),
             complete: fill(DB::COMPLETE),
             complete_in_progress: fill(&format!(
@@ -138,6 +156,7 @@ where
             inspect: fill(DB::INSPECT),
             evict: fill(DB::EVICT),
             stats: fill(DB::STATS),
+            first_expiry: fill(DB::FIRST_EXPIRY),
             table,
             database: PhantomData,
         }
@@ -156,13 +175,23 @@ where
         Self::identified(statement, &claim.id).bind(claim.token.to_hex())
     }
 
-    /// The claim statement, bound; the backend runs it and reads its answer.
+    /// The claim statement (within the quota, when the store has one), bound; the backend
+    /// runs it and reads its answer.
     pub(crate) fn claim<'q>(&self, claim: &'q Claim) -> Query<'q, DB> {
-        Self::identified(&self.claim, &claim.id)
+        let query = Self::identified(&self.claim, &claim.id)
             .bind(claim.fingerprint.to_hex())
             .bind(claim.token.to_hex())
             .bind(DB::duration(claim.lease))
-            .bind(DB::duration(claim.ttl))
+            .bind(DB::duration(claim.ttl));
+        match self.quota {
+            Some(records) => query.bind(records),
+            None => query,
+        }
+    }
+
+    /// The most live records one scope may hold, when the store has a quota.
+    pub(crate) fn quota(&self) -> Option<u64> {
+        self.quota.and_then(|records| u64::try_from(records).ok())
     }
 
     /// Runs a statement that acts on a claimed record: whether it still owned the record.
@@ -307,6 +336,23 @@ where
             .await
             .map_err(DB::classify)?;
         Ok(DB::rows_affected(&done) > 0)
+    }
+
+    /// How long until one of the first `quota` live records of the record's scope expires
+    /// (a second when it has none left: room is there already).
+    pub(crate) async fn first_expiry<'c>(
+        &self,
+        db: impl Executor<'c, Database = DB>,
+        id: &RecordId,
+    ) -> StoreResult<Duration> {
+        let row = sqlx::query(AssertSqlSafe(self.first_expiry.clone()))
+            .bind(id.scope.as_str())
+            .bind(self.quota.unwrap_or(1))
+            .fetch_one(db)
+            .await
+            .map_err(DB::classify)?;
+        let wait: Option<i64> = row.try_get("first_expiry").map_err(DB::classify)?;
+        Ok(wait.map_or(Duration::from_secs(1), DB::span))
     }
 
     pub(crate) async fn stats<'c>(

@@ -79,7 +79,7 @@ use crate::handler::{Handler, Mode};
 /// | `optional` | when `true`, a request without the header runs with no idempotency | `false` |
 /// | `keep_server_errors` | when `true`, a 5xx response is kept and replayed like any other instead of releasing the claim | `false` |
 /// | `release` | a list of 4xx statuses that release the claim instead of being kept, so a retry runs again: `[429, 408]` | none |
-/// | `scope` | a Rust expression (anything `Display`) that namespaces keys, like `user.tenant_id` | none |
+/// | `scope` | a Rust expression (anything `Display`) that namespaces keys, like `user.tenant_id`, over the store's `Store::scope_by` rule; or `none`: keys shared by every caller, on purpose | the store's rule |
 /// | `key` | plain-function mode: a Rust expression over the arguments that yields the key (anything `Display`), like `msg.id` | none |
 /// | `transactional` | a bare flag (or `transactional = true`): the handler's writes through its `Tx` commit with the stored response; see below | off |
 /// | `isolation` | with `transactional`: `"read_committed"`, `"repeatable_read"` or `"serializable"` | the database's |

@@ -39,6 +39,13 @@
 //! | same key, still in progress | 409 with `Retry-After` |
 //! | abandoned (lease expired) or FAILED_STORAGE | taken over by exactly one retry, which runs the handler |
 //! | store unreachable when claiming | 503 with `Retry-After` |
+//! | the store scopes keys by caller and names none for this request | 403 |
+//! | a new key beyond its scope's quota (`scope_quota`) | 429 with `Retry-After` |
+//!
+//! Keys belong to a caller: [`Store::scope_by`] sets, once per store, the scope of each request
+//! (say the account that authentication middleware put in its extensions), so one key sent by
+//! two callers is two records; a handler's own `scope = ...` overrides it, `scope = none` shares
+//! its keys on purpose, and a handler with no scope at all logs a warning on its first call.
 //!
 //! The attribute only gathers the request's facts and hands the handler to the runtime as a
 //! future. Inside, one protocol-neutral executor (`engine/`: keys, fingerprints, records,

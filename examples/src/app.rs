@@ -4,8 +4,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
@@ -33,6 +34,51 @@ pub struct AppState {
     pub mode: Mode,
     /// Renders `/metrics`; `None` when no Prometheus recorder is installed.
     pub metrics: Option<PrometheusHandle>,
+}
+
+/// Who is calling: what the authentication middleware ([`authenticate`]) puts in each
+/// request's extensions, and what idempotency keys are scoped by (docs/contract.md, "Scopes").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub String);
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The caller of a request without credentials, in this example only.
+pub const GUEST: &str = "guest";
+
+/// The example's stand-in for authentication: `Authorization: Bearer <caller>` (1 to 64 of
+/// `A-Za-z0-9_-`) names the caller; a request without it is the caller [`GUEST`]; any other
+/// `Authorization` is 401. A real service checks a token here and answers 401 without one;
+/// the example lets requests without credentials through so that `curl` works as it is.
+pub async fn authenticate(mut request: Request, next: Next) -> Response {
+    let caller = match request.headers().get("authorization") {
+        None => Some(GUEST.to_owned()),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .filter(|caller| {
+                (1..=64).contains(&caller.len())
+                    && caller
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            })
+            .map(str::to_owned),
+    };
+    let Some(caller) = caller else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Bearer")],
+            "expected Authorization: Bearer <caller>",
+        )
+            .into_response();
+    };
+    request.extensions_mut().insert(Caller(caller));
+    next.run(request).await
 }
 
 /// The body of `POST /payments`.
@@ -173,12 +219,14 @@ fn create(state: &AppState) -> MethodRouter<AppState> {
     }
 }
 
-/// The routes of `docs/contract.md`, "7. The example server".
+/// The routes of `docs/contract.md`, "7. The example server", behind the authentication
+/// middleware that names each request's caller.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/payments", create(&state).get(list_payments))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn(authenticate))
         .with_state(state)
 }
 
@@ -235,7 +283,8 @@ impl AppState {
                     .into(),
             );
         }
-        let mut idem = Store::from_arc(backend);
+        // Keys are per caller, set once for every handler (docs/contract.md, "Scopes").
+        let mut idem = Store::from_arc(backend).scope_by_extension::<Caller>();
         if let Some(lease) = settings.lease {
             idem = idem.override_lease(lease);
         }

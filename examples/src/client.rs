@@ -105,6 +105,18 @@ impl Client {
             .await
     }
 
+    /// [`Client::pay`] as `caller` (`Authorization: Bearer <caller>`).
+    pub async fn pay_as(&self, caller: &str, key: &str, json: &str) -> Result<Reply, Error> {
+        let bearer = format!("Bearer {caller}");
+        let headers: [(&str, &[u8]); 3] = [
+            (CONTENT_TYPE.as_str(), b"application/json"),
+            ("idempotency-key", key.as_bytes()),
+            ("authorization", bearer.as_bytes()),
+        ];
+        self.send(Method::POST, "/payments", &headers, json.to_owned())
+            .await
+    }
+
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Result<Reply, Error> {
         self.send(Method::GET, path, &[], Bytes::new()).await

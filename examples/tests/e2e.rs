@@ -112,6 +112,41 @@ async fn every_route(client: Client) {
     assert!(!text.contains("e2e-key"), "metrics never carry keys");
 }
 
+/// Keys are per caller (docs/contract.md, "Scopes"): the service scopes them by the caller its
+/// authentication middleware names, so two callers sending one key get two payments, each
+/// replayed to its own caller only, and another body is a fresh run, not a 422.
+#[tokio::test]
+async fn two_callers_with_one_key_get_two_payments() {
+    let service = Service::start(&[("IDEM_STORE", "memory")]).await;
+    let client = service.client;
+    let alice = client.pay_as("alice", "e2e-key-0100", EUR).await.unwrap();
+    let bob = client.pay_as("bob", "e2e-key-0100", EUR).await.unwrap();
+    assert_eq!((alice.status.as_u16(), bob.status.as_u16()), (201, 201));
+    assert!(!bob.replayed(), "bob is not replayed alice's payment");
+    assert_ne!(alice.json()["id"], bob.json()["id"]);
+    let alice_again = client.pay_as("alice", "e2e-key-0100", EUR).await.unwrap();
+    assert!(alice_again.replayed());
+    assert_eq!(alice_again.body, alice.body);
+
+    let usd = r#"{"amount":9900,"currency":"USD"}"#;
+    let fresh = client.pay_as("bob", "e2e-key-0101", usd).await.unwrap();
+    let other = client.pay_as("alice", "e2e-key-0101", EUR).await.unwrap();
+    assert_eq!(
+        (fresh.status.as_u16(), other.status.as_u16()),
+        (201, 201),
+        "{}",
+        other.text()
+    );
+    assert_eq!(client.payment_count().await.unwrap(), 4);
+
+    let forged = client
+        .pay_as("not a caller!", "e2e-key-0102", EUR)
+        .await
+        .unwrap();
+    assert_eq!(forged.status, 401);
+    assert_eq!(client.payment_count().await.unwrap(), 4);
+}
+
 #[tokio::test]
 async fn every_route_on_memory() {
     let service = Service::start(&[("IDEM_STORE", "memory")]).await;

@@ -3,7 +3,8 @@
 //! steps run in plain mode; the last ones run the story of a response the store fails to save
 //! again in transactional mode (`IDEM_MODE=transactional`, a second service on the same
 //! file), where the payment and the stored response commit together: one payment for the key
-//! instead of two.
+//! instead of two. Keys are per caller (`Authorization: Bearer <caller>`; without it the
+//! example's caller is `guest`): two callers sending one key get two records.
 //!
 //! ```text
 //! cargo run -p idem-examples --bin tour
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use idem_examples::app::{self, AppState, Error};
+use idem_examples::app::{self, AppState, Error, GUEST};
 use idem_examples::client::{Client, Reply};
 use idem_examples::payments::Payments;
 use idem_examples::settings::{Mode, Settings, StoreUrl};
@@ -67,8 +68,14 @@ impl Tour {
         Ok(())
     }
 
+    /// The state of the guest caller's record of `key`.
     async fn state(&self, key: &str) -> Result<&'static str, Error> {
-        let id = RecordId::new("", self.handler, IdempotencyKey::parse(key)?);
+        self.state_of(GUEST, key).await
+    }
+
+    /// The state of `caller`'s record of `key`: keys are scoped by caller.
+    async fn state_of(&self, caller: &str, key: &str) -> Result<&'static str, Error> {
+        let id = RecordId::new(caller, self.handler, IdempotencyKey::parse(key)?);
         Ok(match self.store.get(&id).await?.map(|r| r.state) {
             None => "none",
             Some(RecordState::InProgress { .. }) => "IN_PROGRESS",
@@ -205,6 +212,49 @@ async fn tour() -> Result<(), Error> {
         "Idempotency-Key: short",
         &invalid,
         "refused before the handler: invalid key",
+    )
+    .await?;
+
+    let usd = r#"{"amount":9900,"currency":"USD"}"#;
+    let alice = client.pay_as("alice", "tour-key-0006", eur).await?;
+    expect(&alice, 201)?;
+    t.row(
+        "as alice: key tour-key-0006, 12.00 EUR",
+        &alice,
+        "alice's new key: the handler ran",
+    )
+    .await?;
+    let bob = client.pay_as("bob", "tour-key-0006", eur).await?;
+    expect(&bob, 201)?;
+    if bob.replayed() {
+        return Err("bob was replayed alice's response".into());
+    }
+    t.row(
+        "as bob: the same key, the same body",
+        &bob,
+        "bob's own record: ran for bob, not alice's",
+    )
+    .await?;
+    let bob_other = client.pay_as("bob", "tour-key-0007", usd).await?;
+    let alice_other = client.pay_as("alice", "tour-key-0007", eur).await?;
+    expect(&bob_other, 201)?;
+    expect(&alice_other, 201)?;
+    t.row(
+        "as bob, then alice: key 0007, other bodies",
+        &alice_other,
+        "a fresh run for alice, no 422 telling of bob",
+    )
+    .await?;
+    let alice_again = client.pay_as("alice", "tour-key-0006", eur).await?;
+    expect(&alice_again, 201)?;
+    let (a, b) = (
+        t.state_of("alice", "tour-key-0006").await?,
+        t.state_of("bob", "tour-key-0006").await?,
+    );
+    t.row(
+        "as alice again: key tour-key-0006",
+        &alice_again,
+        &format!("her own bytes; records: alice {a}, bob {b}"),
     )
     .await?;
 

@@ -61,77 +61,38 @@ pub struct FingerprintedParts<T> {
     pub head: RequestHead,
 }
 
-impl<T> FingerprintedParts<T> {
-    /// The wrapped value and the request head.
-    pub fn into_parts(self) -> (T, RequestHead) {
-        (self.inner, self.head)
-    }
+/// A wrapper's `into_parts` and `FromRequest`, which differ only in what its head keeps.
+macro_rules! wrapper {
+    ($wrapper:ident, $keep:expr) => {
+        impl<T> $wrapper<T> {
+            /// The wrapped value and the request head.
+            pub fn into_parts(self) -> (T, RequestHead) {
+                (self.inner, self.head)
+            }
+        }
+
+        impl<S, M, T> FromRequest<S, Via<M>> for $wrapper<T>
+        where
+            S: Send + Sync,
+            T: FromRequest<S, M>,
+        {
+            type Rejection = Response;
+
+            #[allow(clippy::result_large_err)] // the rejection is a `Response`, as axum's trait has it
+            fn from_request(
+                req: Request,
+                state: &S,
+            ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send {
+                wrapped(req, state, $keep)
+                    .map(|result| result.map(|(inner, head)| $wrapper { inner, head }))
+            }
+        }
+    };
 }
 
-impl<T> Fingerprinted<T> {
-    /// The wrapped value and the request head.
-    pub fn into_parts(self) -> (T, RequestHead) {
-        (self.inner, self.head)
-    }
-}
-
-impl<T> FingerprintedAllHeaders<T> {
-    /// The wrapped value and the request head.
-    pub fn into_parts(self) -> (T, RequestHead) {
-        (self.inner, self.head)
-    }
-}
-
-impl<S, M, T> FromRequest<S, Via<M>> for Fingerprinted<T>
-where
-    S: Send + Sync,
-    T: FromRequest<S, M>,
-{
-    type Rejection = Response;
-
-    #[allow(clippy::result_large_err)] // the rejection is a `Response`, as axum's trait has it
-    fn from_request(
-        req: Request,
-        state: &S,
-    ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send {
-        wrapped(req, state, Keep::KeyHeader(DEFAULT_HEADER))
-            .map(|result| result.map(|(inner, head)| Fingerprinted { inner, head }))
-    }
-}
-
-impl<S, M, T> FromRequest<S, Via<M>> for FingerprintedAllHeaders<T>
-where
-    S: Send + Sync,
-    T: FromRequest<S, M>,
-{
-    type Rejection = Response;
-
-    #[allow(clippy::result_large_err)] // the rejection is a `Response`, as axum's trait has it
-    fn from_request(
-        req: Request,
-        state: &S,
-    ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send {
-        wrapped(req, state, Keep::Headers)
-            .map(|result| result.map(|(inner, head)| FingerprintedAllHeaders { inner, head }))
-    }
-}
-
-impl<S, M, T> FromRequest<S, Via<M>> for FingerprintedParts<T>
-where
-    S: Send + Sync,
-    T: FromRequest<S, M>,
-{
-    type Rejection = Response;
-
-    #[allow(clippy::result_large_err)] // the rejection is a `Response`, as axum's trait has it
-    fn from_request(
-        req: Request,
-        state: &S,
-    ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send {
-        wrapped(req, state, Keep::Parts)
-            .map(|result| result.map(|(inner, head)| FingerprintedParts { inner, head }))
-    }
-}
+wrapper!(Fingerprinted, Keep::KeyHeader(DEFAULT_HEADER));
+wrapper!(FingerprintedAllHeaders, Keep::Headers);
+wrapper!(FingerprintedParts, Keep::Parts);
 
 /// What a [`RequestHead`] keeps of the request.
 #[derive(Debug, Clone, Copy)]
@@ -272,8 +233,8 @@ impl RequestHead {
 
 /// Buffers the body (under the application's `DefaultBodyLimit` and [`HARD_BODY_LIMIT`]) and
 /// fingerprints method, path, query and body: the request with its buffered body, and its
-/// head, which keeps what `keep` says. A body over the limit is a 413, a failing one a 400, before any store access.
-/// The attribute's extractor and the tower layer both start here.
+/// head, which keeps what `keep` says. A body over the limit is a 413, a failing one a 400,
+/// before any store access. The attribute's extractor and the tower layer both start here.
 pub(crate) fn buffer_keeping(
     req: Request,
     keep: Keep,

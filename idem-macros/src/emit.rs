@@ -158,19 +158,20 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
     let at_type = last_ty.span();
     let private_at_type = respan(private.clone(), at_type);
     // Without a scope of its own, the handler takes its store's rule, which reads the request:
-    // the extractor keeps a copy of its head. Another key header than the default: it keeps
-    // every header for the engine. Otherwise only the key.
+    // the extractor keeps a copy of its head (once a store has a rule). Another key header
+    // than the default: it keeps every header for the engine. Otherwise only the key.
     let custom_header = args
         .header
         .as_ref()
         .is_some_and(|h| !h.value().eq_ignore_ascii_case("Idempotency-Key"));
-    let fingerprinted = if args.scope.is_none() {
-        quote_spanned!(at_type=> #private_at_type::FingerprintedParts<#last_ty>)
-    } else if custom_header {
-        quote_spanned!(at_type=> #private_at_type::FingerprintedAllHeaders<#last_ty>)
-    } else {
-        quote_spanned!(at_type=> #private_at_type::Fingerprinted<#last_ty>)
+    let wrapper = match (args.scope.is_none(), custom_header) {
+        (true, false) => "FingerprintedParts",
+        (true, true) => "FingerprintedAllParts",
+        (false, false) => "Fingerprinted",
+        (false, true) => "FingerprintedAllHeaders",
     };
+    let wrapper = Ident::new(wrapper, at_type);
+    let fingerprinted = quote_spanned!(at_type=> #private_at_type::#wrapper<#last_ty>);
     // Spanned at the expressions, so that type errors in them point there. A transactional
     // handler's store must be able to open transactions, which its own function checks.
     let store_fn = store_function(args);

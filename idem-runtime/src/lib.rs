@@ -114,7 +114,8 @@ pub use http::layer::{DEFAULT_LAYER_NAME, IdempotencyLayer, Idempotent};
 pub use http::problem::Problem;
 #[cfg(feature = "axum")]
 pub use http::request::{
-    Fingerprinted, FingerprintedAllHeaders, FingerprintedParts, HARD_BODY_LIMIT, RequestHead,
+    Fingerprinted, FingerprintedAllHeaders, FingerprintedAllParts, FingerprintedParts,
+    HARD_BODY_LIMIT, RequestHead,
 };
 #[cfg(feature = "axum")]
 pub use http::response::REPLAYED_HEADER;
@@ -142,7 +143,8 @@ pub mod __private {
     pub use crate::http::handler::{run, run_transactional};
     #[cfg(feature = "axum")]
     pub use crate::http::request::{
-        Fingerprinted, FingerprintedAllHeaders, FingerprintedParts, RequestHead, Via,
+        Fingerprinted, FingerprintedAllHeaders, FingerprintedAllParts, FingerprintedParts,
+        RequestHead, Via,
     };
     pub use axum_core::response::Response;
     pub use core::time::Duration;

@@ -161,7 +161,7 @@ impl Store {
         &self,
         rule: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
-        self.with(|inner| inner.scope = Some(Rule(Arc::new(rule))))
+        self.with(|inner| inner.scope = Some(Rule::new(Arc::new(rule))))
     }
 
     /// [`Store::scope_by`] the request extension `T` that authentication middleware inserts

@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::request::Parts;
@@ -36,6 +37,27 @@ pub(crate) type ScopeRule = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 /// A shared rule.
 #[derive(Clone)]
 pub(crate) struct Rule(pub(crate) Arc<ScopeRule>);
+
+/// Whether any store in the process has a rule. Until one does, a handler that inherits its
+/// store's scope keeps only its key header, as one with its own scope does: the copy of the
+/// request's head a rule reads costs about 4,000 instructions a call (`tests/benches/overhead.rs`,
+/// the callgrind recipe in `bench/notes.md`), and a process with no rule never reads it. Rules
+/// are set as a service starts, before it serves; a request read before would find no head
+/// for the rule and be refused, never run unscoped.
+static RULES: AtomicBool = AtomicBool::new(false);
+
+impl Rule {
+    /// A rule, noted as existing in this process.
+    pub(crate) fn new(rule: Arc<ScopeRule>) -> Self {
+        RULES.store(true, Ordering::Relaxed);
+        Rule(rule)
+    }
+}
+
+/// Whether any store in the process has a rule (`Store::scope_by`).
+pub(crate) fn rules_exist() -> bool {
+    RULES.load(Ordering::Relaxed)
+}
 
 impl fmt::Debug for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -50,11 +50,22 @@ pub struct FingerprintedAllHeaders<T> {
 }
 
 /// [`Fingerprinted`] for a handler whose scope comes from its store's rule
-/// ([`Store::scope_by`](crate::Store::scope_by)): a copy of the request's head (method, URI,
-/// headers, extensions) is kept for the rule, which can only run once the handler's store is
-/// known, after every extractor has run. A handler with a `scope` of its own does without.
+/// ([`Store::scope_by`](crate::Store::scope_by)): once a store in the process has a rule, a
+/// copy of the request's head (method, URI, headers, extensions) is kept for it, since the
+/// rule can only run once the handler's store is known, after every extractor has run. A
+/// handler with a `scope` of its own does without.
 #[derive(Debug)]
 pub struct FingerprintedParts<T> {
+    /// The wrapped extractor's value.
+    pub inner: T,
+    /// What the adapter needs of the request.
+    pub head: RequestHead,
+}
+
+/// [`FingerprintedParts`] for a handler whose key comes in another header than
+/// `Idempotency-Key` (every header is kept when no store has a rule).
+#[derive(Debug)]
+pub struct FingerprintedAllParts<T> {
     /// The wrapped extractor's value.
     pub inner: T,
     /// What the adapter needs of the request.
@@ -92,7 +103,11 @@ macro_rules! wrapper {
 
 wrapper!(Fingerprinted, Keep::KeyHeader(DEFAULT_HEADER));
 wrapper!(FingerprintedAllHeaders, Keep::Headers);
-wrapper!(FingerprintedParts, Keep::Parts);
+wrapper!(
+    FingerprintedParts,
+    Keep::for_rule(Keep::KeyHeader(DEFAULT_HEADER))
+);
+wrapper!(FingerprintedAllParts, Keep::for_rule(Keep::Headers));
 
 /// What a [`RequestHead`] keeps of the request.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +118,18 @@ pub(crate) enum Keep {
     Headers,
     /// A copy of the whole head, for a store's scope rule (the key is read from its headers).
     Parts,
+}
+
+impl Keep {
+    /// The whole head once a store in the process has a scope rule to read it, else
+    /// `otherwise` (docs/contract.md, "Scopes").
+    fn for_rule(otherwise: Keep) -> Keep {
+        if crate::engine::scope::rules_exist() {
+            Keep::Parts
+        } else {
+            otherwise
+        }
+    }
 }
 
 /// Buffers and fingerprints the request, then runs `T` on it: two futures chained rather

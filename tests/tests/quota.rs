@@ -95,11 +95,13 @@ async fn postgres_beyond_the_quota_is_429_and_other_scopes_go_on() {
     beyond_the_quota(Store::new(postgres.scope_quota(QUOTA))).await;
 }
 
-/// Alice floods 200 keys into a store of 64 records; then bob makes his first call.
+/// Alice floods 5,000 keys into a store of 3,200 records (100 in each of its 32 shards: with
+/// 5,000 keys, a shard left with room is over 4 standard deviations from the mean of 156); then
+/// bob makes his first call.
 async fn flood_then_first_call(store: MemoryStore) -> (usize, StatusCode) {
     let router = router(Store::new(store));
     let mut accepted = 0;
-    for n in 0..200 {
+    for n in 0..5000 {
         accepted += usize::from(pay_with(&router, "alice", n).await.status == StatusCode::OK);
     }
     (accepted, pay_with(&router, "bob", 0).await.status)
@@ -107,14 +109,15 @@ async fn flood_then_first_call(store: MemoryStore) -> (usize, StatusCode) {
 
 #[tokio::test]
 async fn on_the_memory_store_one_scope_flooding_keys_does_not_fail_another_scopes_first_call() {
+    // 160 records spread over 32 shards fill none of them (each holds 100).
     let (accepted, bob) =
-        flood_then_first_call(MemoryStore::with_capacity(64).scope_quota(16)).await;
-    assert_eq!(accepted, 16, "alice filled her quota, not the store");
+        flood_then_first_call(MemoryStore::with_capacity(3200).scope_quota(160)).await;
+    assert_eq!(accepted, 160, "alice filled her quota, not the store");
     assert_eq!(bob, StatusCode::OK);
 
     // Without a quota the same flood fills the store, and bob's first call fails.
-    let (accepted, bob) = flood_then_first_call(MemoryStore::with_capacity(64)).await;
-    assert!(accepted >= 32, "{accepted}");
+    let (accepted, bob) = flood_then_first_call(MemoryStore::with_capacity(3200)).await;
+    assert_eq!(accepted, 3200, "the store took records until it was full");
     assert_eq!(bob, StatusCode::SERVICE_UNAVAILABLE);
 }
 

@@ -1,6 +1,8 @@
 //! The backends, each behind the core's [`IdempotencyStore`](crate::IdempotencyStore): one
 //! file per backend, plus wrappers for tests.
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod columns;
 mod failing;
 pub(crate) mod hooked;
 mod memory;

@@ -65,7 +65,8 @@
 //! ## Stores
 //!
 //! [`MemoryStore`] (in-process), `SqliteStore` (feature `sqlite`), `PostgresStore` (feature
-//! `postgres`), or your own [`IdempotencyStore`]. Handlers receive them as a [`Store`]
+//! `postgres`), `RedisStore` (feature `redis`: Redis, Valkey, Redis Cluster), or your own
+//! [`IdempotencyStore`]. Handlers receive them as a [`Store`]
 //! handle. [`FailingStore`] wraps any store and fails chosen operations, for tests.
 //! Operators read one record with [`Store::inspect`] (never its body or headers), free a
 //! stuck key with [`Store::evict`], count records by state with [`Store::stats`], and purge
@@ -119,11 +120,17 @@ pub use http::request::{
 };
 #[cfg(feature = "axum")]
 pub use http::response::REPLAYED_HEADER;
+/// The `redis` crate the Redis store is built on, for the application's own commands on
+/// [`RedisStore::connection`].
+#[cfg(feature = "redis")]
+pub use redis;
 #[cfg(feature = "postgres")]
 pub use stores::{CLAIM_ATTEMPTS, PgTx, PostgresStore, WAKE_CHANNEL};
 pub use stores::{
     DEFAULT_MEMORY_CAPACITY, FailingStore, Failures, Gate, Hooked, MemoryStore, Op, StoreHook,
 };
+#[cfg(feature = "redis")]
+pub use stores::{DEFAULT_REDIS_PREFIX, InvalidPrefix, RedisConnection, RedisOptions, RedisStore};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use stores::{DEFAULT_TABLE, InvalidTableName, Tx};
 #[cfg(feature = "sqlite")]

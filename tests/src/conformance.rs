@@ -28,9 +28,26 @@ const HANDLER: &str = "conformance::create_payment";
 /// Generates one `#[tokio::test]` per conformance case. `$make` is an `async fn()` returning
 /// `Option<(Store, Guard)>`: `None` skips (it must have said why), and the guard lives as long
 /// as the case, to clean up a database or file afterwards.
+///
+/// A store that deletes expired records by itself (Redis, with a TTL on every key) is written
+/// `conformance_tests!($make, expires_by_itself)`: the cases about records kept past their TTL
+/// until a purge give way to cases that check the records are gone without one.
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:path) => {
+        $crate::conformance_tests!(@common $make;
+            purge_removes_only_expired_records_in_batches,
+            stats_count_live_records_by_state_and_expired_ones,
+            purge_every_removes_expired_records_and_keeps_live_ones,
+        );
+    };
+    ($make:path, expires_by_itself) => {
+        $crate::conformance_tests!(@common $make;
+            expired_records_vanish_without_a_purge,
+            stats_count_live_records_by_state_and_no_expired_ones,
+        );
+    };
+    (@common $make:path; $($extra:ident),* $(,)?) => {
         $crate::conformance_tests!(@cases $make;
             new_key_is_acquired_as_new,
             completed_record_is_returned_for_replay,
@@ -43,7 +60,6 @@ macro_rules! conformance_tests {
             renew_extends_a_live_lease_only,
             release_forgets_the_record,
             get_ignores_expired_records,
-            purge_removes_only_expired_records_in_batches,
             one_winner_among_64_concurrent_claimers,
             one_winner_among_64_concurrent_takeovers,
             many_keys_in_parallel,
@@ -52,8 +68,7 @@ macro_rules! conformance_tests {
             inspect_shows_a_completed_record_without_its_body,
             inspect_shows_an_in_progress_and_a_failed_storage_record,
             evicting_a_stuck_claim_lets_the_next_claim_acquire_new,
-            stats_count_live_records_by_state_and_expired_ones,
-            purge_every_removes_expired_records_and_keeps_live_ones,
+            $($extra),*
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -406,22 +421,7 @@ pub async fn get_ignores_expired_records(store: &Store) {
 
 /// Purging deletes expired records, any state, at most `limit` at a time, and nothing live.
 pub async fn purge_removes_only_expired_records_in_batches(store: &Store) {
-    let mut live = Vec::new();
-    for n in 0..5 {
-        let id = fresh_id();
-        let short = claim(&id, "a", LONG, SHORT);
-        claim_ok(store, &short).await;
-        if n % 2 == 0 {
-            complete_ok(store, &short, &response(200, b"ok")).await;
-        }
-    }
-    for _ in 0..2 {
-        let id = fresh_id();
-        let long = claim(&id, "a", LONG, LONG);
-        claim_ok(store, &long).await;
-        complete_ok(store, &long, &response(200, b"kept")).await;
-        live.push(id);
-    }
+    let live = short_and_live_records(store).await;
     tokio::time::sleep(PAST_SHORT).await;
 
     let batches = [
@@ -762,21 +762,7 @@ pub async fn stats_count_live_records_by_state_and_expired_ones(store: &Store) {
 /// The background purge removes expired records, in any state and over several batches,
 /// and leaves live ones alone; once stopped it removes nothing more.
 pub async fn purge_every_removes_expired_records_and_keeps_live_ones(store: &Store) {
-    let mut live = Vec::new();
-    for n in 0..5 {
-        let short = claim(&fresh_id(), "a", LONG, SHORT);
-        claim_ok(store, &short).await;
-        if n % 2 == 0 {
-            complete_ok(store, &short, &response(200, b"ok")).await;
-        }
-    }
-    for _ in 0..2 {
-        let id = fresh_id();
-        let long = claim(&id, "a", LONG, LONG);
-        claim_ok(store, &long).await;
-        complete_ok(store, &long, &response(200, b"kept")).await;
-        live.push(id);
-    }
+    let live = short_and_live_records(store).await;
 
     let purge = store.purge_every(Duration::from_millis(20), 2);
     // Wait on the purge's effect, the store's own count, for at most 10 s.
@@ -808,6 +794,90 @@ pub async fn purge_every_removes_expired_records_and_keeps_live_ones(store: &Sto
     claim_ok(store, &claim(&fresh_id(), "a", LONG, SHORT)).await;
     tokio::time::sleep(PAST_SHORT).await;
     assert_eq!(stats_ok(store).await.expired, 1);
+}
+
+/// Some records whose TTL is [`SHORT`] (completed, in progress) and two live ones; answers
+/// the live ones' identities.
+async fn short_and_live_records(store: &Store) -> Vec<RecordId> {
+    for n in 0..5 {
+        let short = claim(&fresh_id(), "a", LONG, SHORT);
+        claim_ok(store, &short).await;
+        if n % 2 == 0 {
+            complete_ok(store, &short, &response(200, b"ok")).await;
+        }
+    }
+    let mut live = Vec::new();
+    for _ in 0..2 {
+        let id = fresh_id();
+        let long = claim(&id, "a", LONG, LONG);
+        claim_ok(store, &long).await;
+        complete_ok(store, &long, &response(200, b"kept")).await;
+        live.push(id);
+    }
+    live
+}
+
+/// A store that deletes expired records by itself: once past their TTL they are gone, in
+/// any state, without a purge; a purge finds nothing, and the background purge takes no live
+/// record.
+pub async fn expired_records_vanish_without_a_purge(store: &Store) {
+    let live = short_and_live_records(store).await;
+    tokio::time::sleep(PAST_SHORT).await;
+    let only_live = Stats {
+        completed: 2,
+        ..Stats::default()
+    };
+    assert_eq!(stats_ok(store).await, only_live, "expired records are gone");
+    assert_eq!(store.backend().purge(2).await.ok(), Some(0));
+    let purge = store.purge_every(Duration::from_millis(20), 2);
+    tokio::time::sleep(Duration::from_millis(100)).await; // a few purges run, and find nothing
+    purge.stop().await;
+    for id in &live {
+        let seen = inspect_ok(store, id)
+            .await
+            .expect("a live record was deleted");
+        assert_eq!(seen.response_status, Some(200));
+    }
+    assert_eq!(stats_ok(store).await, only_live);
+}
+
+/// Stats count live records by state; on a store that deletes expired records by itself,
+/// records past their TTL are counted nowhere.
+pub async fn stats_count_live_records_by_state_and_no_expired_ones(store: &Store) {
+    assert_eq!(stats_ok(store).await, Stats::default());
+    let running = claim(&fresh_id(), "a", LONG, LONG);
+    claim_ok(store, &running).await;
+    for _ in 0..2 {
+        let done = claim(&fresh_id(), "a", LONG, LONG);
+        claim_ok(store, &done).await;
+        complete_ok(store, &done, &response(200, b"ok")).await;
+    }
+    let failed = claim(&fresh_id(), "a", LONG, LONG);
+    claim_ok(store, &failed).await;
+    assert!(matches!(
+        store.backend().fail(&failed).await,
+        Ok(Ownership::Held)
+    ));
+    let short_done = claim(&fresh_id(), "a", LONG, SHORT);
+    claim_ok(store, &short_done).await;
+    complete_ok(store, &short_done, &response(200, b"ok")).await;
+    claim_ok(store, &claim(&fresh_id(), "a", LONG, SHORT)).await;
+    let live = Stats {
+        in_progress: 2,
+        completed: 3,
+        failed_storage: 1,
+        expired: 0,
+    };
+    assert_eq!(stats_ok(store).await, live);
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(
+        stats_ok(store).await,
+        Stats {
+            in_progress: 1,
+            completed: 2,
+            ..live
+        }
+    );
 }
 
 /// Completed rows exactly as the previous release wrote them, with the payload each must read

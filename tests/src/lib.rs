@@ -2,3 +2,4 @@
 
 pub mod conformance;
 pub mod pg;
+pub mod redis;

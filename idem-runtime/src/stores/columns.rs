@@ -23,7 +23,7 @@ pub(crate) fn micros(duration: Duration) -> i64 {
 }
 
 /// A duration as whole milliseconds (rounded up, so a 1µs lease is not 0), capped at 100 years.
-#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
 pub(crate) fn millis(duration: Duration) -> i64 {
     let micros = micros(duration);
     micros / 1000 + i64::from(micros % 1000 != 0)

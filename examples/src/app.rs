@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use idem_runtime::{
-    IdempotencyStore, MemoryStore, PgTx, PostgresStore, SqliteStore, SqliteTx, Store, idempotent,
+    IdempotencyStore, MemoryStore, PgTx, PostgresStore, RedisOptions, RedisStore, SqliteStore,
+    SqliteTx, Store, idempotent,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -98,7 +99,7 @@ pub enum ApiError {
     /// 500: the processor failed (not stored: a retry runs again).
     Processor,
     /// 500: the database failed.
-    Database(sqlx::Error),
+    Database(payments::Error),
 }
 
 impl IntoResponse for ApiError {
@@ -150,7 +151,7 @@ pub async fn create_payment_pg(
     process(&app, &req).await?;
     let payment = payments::record_in(&mut *tx, req.amount, &req.currency)
         .await
-        .map_err(ApiError::Database)?;
+        .map_err(|e| ApiError::Database(e.into()))?;
     Ok((StatusCode::CREATED, Json(payment)))
 }
 
@@ -164,7 +165,7 @@ pub async fn create_payment_sqlite(
     process(&app, &req).await?;
     let payment = payments::record_in(&mut *tx, req.amount, &req.currency)
         .await
-        .map_err(ApiError::Database)?;
+        .map_err(|e| ApiError::Database(e.into()))?;
     Ok((StatusCode::CREATED, Json(payment)))
 }
 
@@ -215,7 +216,7 @@ fn create(state: &AppState) -> MethodRouter<AppState> {
     match (state.mode, &state.payments) {
         (Mode::Transactional, Payments::Postgres(_)) => post(create_payment_pg),
         (Mode::Transactional, Payments::Sqlite(_)) => post(create_payment_sqlite),
-        (Mode::Plain, _) | (_, Payments::Memory(_)) => post(create_payment),
+        _ => post(create_payment),
     }
 }
 
@@ -262,6 +263,15 @@ pub async fn open(settings: &Settings) -> Result<(Arc<dyn IdempotencyStore>, Pay
             let payments = Payments::Postgres(store.pool().clone());
             (Arc::new(store), payments)
         }
+        StoreUrl::Redis(url) => {
+            let mut options = RedisOptions::new();
+            if settings.redis_assume_noeviction {
+                options = options.assume_noeviction();
+            }
+            let store = RedisStore::connect_with(url, options).await?;
+            let payments = Payments::Redis(store.connection().clone());
+            (Arc::new(store), payments)
+        }
     };
     payments.migrate().await?;
     Ok((store, payments))
@@ -269,19 +279,22 @@ pub async fn open(settings: &Settings) -> Result<(Arc<dyn IdempotencyStore>, Pay
 
 impl AppState {
     /// The state for `settings`, around an opened backend; an error when transactional mode
-    /// meets the memory store, which has no transaction to share.
+    /// meets the memory or Redis store, which have no transaction to share.
     pub fn new(
         settings: &Settings,
         backend: Arc<dyn IdempotencyStore>,
         payments: Payments,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, Error> {
-        if settings.mode == Mode::Transactional && matches!(payments, Payments::Memory(_)) {
-            return Err(
-                "IDEM_MODE=transactional needs a SQL store: the memory store has no \
-                 transaction to share"
-                    .into(),
-            );
+        if settings.mode == Mode::Transactional
+            && matches!(payments, Payments::Memory(_) | Payments::Redis(_))
+        {
+            return Err(format!(
+                "IDEM_MODE=transactional needs a SQL store: the {} store has no transaction \
+                 to share",
+                settings.store.kind()
+            )
+            .into());
         }
         // Keys are per caller, set once for every handler (docs/contract.md, "Scopes").
         let mut idem = Store::from_arc(backend).scope_by_extension::<Caller>();
@@ -310,7 +323,7 @@ impl AppState {
             (Mode::Transactional, Payments::Sqlite(_)) => {
                 "idem_examples::app::create_payment_sqlite"
             }
-            (Mode::Plain, _) | (_, Payments::Memory(_)) => "idem_examples::app::create_payment",
+            _ => "idem_examples::app::create_payment",
         }
     }
 }

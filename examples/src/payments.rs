@@ -1,8 +1,10 @@
 //! The payments themselves, kept beside the idempotency records: a table in SQLite or
-//! Postgres, a list in memory.
+//! Postgres, a list in Redis or in memory.
 
 use std::sync::{Arc, Mutex};
 
+use idem_runtime::RedisConnection;
+use idem_runtime::redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, PgPool, SqlitePool, Type};
 
@@ -17,6 +19,20 @@ pub struct Payment {
     pub currency: String,
 }
 
+/// A failure to record or list payments (a database's, or a payment stored in Redis that does
+/// not read back).
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The Redis list that holds the payments, in order: a payment's id is its position from 1.
+pub const REDIS_LIST: &str = "payments";
+
+/// What the Redis list keeps of a payment (its id is its position).
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    amount: i64,
+    currency: String,
+}
+
 /// Where payments are recorded.
 #[derive(Clone)]
 pub enum Payments {
@@ -26,6 +42,9 @@ pub enum Payments {
     Sqlite(SqlitePool),
     /// The `payments` table of a Postgres database, shared by every instance.
     Postgres(PgPool),
+    /// The [`REDIS_LIST`] list of the Redis that holds the idempotency records, shared by
+    /// every instance.
+    Redis(RedisConnection),
 }
 
 impl Payments {
@@ -37,7 +56,7 @@ impl Payments {
     /// Creates the `payments` table if it is missing (safe from several instances at once).
     pub async fn migrate(&self) -> Result<(), sqlx::Error> {
         match self {
-            Payments::Memory(_) => Ok(()),
+            Payments::Memory(_) | Payments::Redis(_) => Ok(()),
             Payments::Sqlite(pool) => {
                 sqlx::query(
                     "CREATE TABLE IF NOT EXISTS payments (
@@ -70,7 +89,7 @@ impl Payments {
     }
 
     /// Records a payment and returns it with its id.
-    pub async fn record(&self, amount: i64, currency: &str) -> Result<Payment, sqlx::Error> {
+    pub async fn record(&self, amount: i64, currency: &str) -> Result<Payment, Error> {
         let id = match self {
             Payments::Memory(list) => {
                 let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
@@ -84,6 +103,14 @@ impl Payments {
             }
             Payments::Sqlite(pool) => insert(pool, amount, currency).await?,
             Payments::Postgres(pool) => insert(pool, amount, currency).await?,
+            Payments::Redis(connection) => {
+                let entry = serde_json::to_string(&Entry {
+                    amount,
+                    currency: currency.to_owned(),
+                })?;
+                // RPUSH answers the list's new length: the payment's position, its id.
+                connection.clone().rpush(REDIS_LIST, entry).await?
+            }
         };
         Ok(Payment {
             id,
@@ -93,11 +120,24 @@ impl Payments {
     }
 
     /// Every payment, in the order they were recorded.
-    pub async fn list(&self) -> Result<Vec<Payment>, sqlx::Error> {
+    pub async fn list(&self) -> Result<Vec<Payment>, Error> {
         match self {
             Payments::Memory(list) => Ok(list.lock().unwrap_or_else(|p| p.into_inner()).clone()),
-            Payments::Sqlite(pool) => select(pool).await,
-            Payments::Postgres(pool) => select(pool).await,
+            Payments::Sqlite(pool) => Ok(select(pool).await?),
+            Payments::Postgres(pool) => Ok(select(pool).await?),
+            Payments::Redis(connection) => {
+                let entries: Vec<String> = connection.clone().lrange(REDIS_LIST, 0, -1).await?;
+                let mut payments = Vec::with_capacity(entries.len());
+                for (id, entry) in (1..).zip(entries) {
+                    let Entry { amount, currency } = serde_json::from_str(&entry)?;
+                    payments.push(Payment {
+                        id,
+                        amount,
+                        currency,
+                    });
+                }
+                Ok(payments)
+            }
         }
     }
 }

@@ -12,6 +12,8 @@ pub enum StoreUrl {
     Sqlite(String),
     /// A Postgres database shared by every instance.
     Postgres(String),
+    /// A Redis server (`redis://`) or cluster (`redis+cluster://`) shared by every instance.
+    Redis(String),
 }
 
 impl StoreUrl {
@@ -21,10 +23,12 @@ impl StoreUrl {
             StoreUrl::Memory => "memory",
             StoreUrl::Sqlite(_) => "sqlite",
             StoreUrl::Postgres(_) => "postgres",
+            StoreUrl::Redis(_) => "redis",
         }
     }
 
-    /// Parses `memory`, `sqlite://PATH` or `postgres://...`.
+    /// Parses `memory`, `sqlite://PATH`, `postgres://...`, `redis://HOST:PORT` or
+    /// `redis+cluster://HOST:PORT[,HOST:PORT...]` (`rediss` for TLS).
     pub fn parse(text: &str) -> Result<Self, String> {
         if text == "memory" {
             Ok(StoreUrl::Memory)
@@ -32,9 +36,20 @@ impl StoreUrl {
             Ok(StoreUrl::Sqlite(text.to_owned()))
         } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             Ok(StoreUrl::Postgres(text.to_owned()))
+        } else if [
+            "redis://",
+            "rediss://",
+            "redis+cluster://",
+            "rediss+cluster://",
+        ]
+        .iter()
+        .any(|scheme| text.starts_with(scheme))
+        {
+            Ok(StoreUrl::Redis(text.to_owned()))
         } else {
             Err(format!(
-                "IDEM_STORE must be `memory`, `sqlite://PATH` or a `postgres://` URL, not {text:?}"
+                "IDEM_STORE must be `memory`, `sqlite://PATH`, a `postgres://` URL, \
+                 `redis://HOST:PORT` or `redis+cluster://HOST:PORT[,HOST:PORT...]`, not {text:?}"
             ))
         }
     }
@@ -78,12 +93,15 @@ pub struct Settings {
     /// result, in every handler of the process; `0s`, or unset, answers 409 at once.
     pub wait: Option<Duration>,
     /// `IDEM_MODE`: `plain` or `transactional`; by default transactional on SQLite and
-    /// Postgres, plain in memory (which has no transaction to share).
+    /// Postgres, plain in memory and on Redis (which have no transaction to share).
     pub mode: Mode,
     /// `IDEM_PG_POOL`: on Postgres, at most this many connections for everything (the store's
     /// statements, transactions and the payments list) instead of the store's own 10 and its
     /// pool's 10.
     pub pg_pool: Option<u32>,
+    /// `IDEM_REDIS_ASSUME_NOEVICTION=1`: on Redis, skip reading `maxmemory-policy` at start
+    /// (for a managed Redis that refuses `CONFIG`; its policy must be `noeviction`).
+    pub redis_assume_noeviction: bool,
     /// How often expired keys are purged.
     pub purge_every: Duration,
 }
@@ -120,14 +138,14 @@ impl Settings {
             })
             .transpose()?;
         let mode = match (var("IDEM_MODE").as_deref(), &store) {
-            (None, StoreUrl::Memory) | (Some("plain"), _) => Mode::Plain,
+            (None, StoreUrl::Memory | StoreUrl::Redis(_)) | (Some("plain"), _) => Mode::Plain,
             (None, _) => Mode::Transactional,
-            (Some("transactional"), StoreUrl::Memory) => {
-                return Err(
+            (Some("transactional"), StoreUrl::Memory | StoreUrl::Redis(_)) => {
+                return Err(format!(
                     "IDEM_MODE=transactional needs a SQL store (IDEM_STORE=sqlite://PATH \
-                     or postgres://...): the memory store has no transaction to share"
-                        .into(),
-                );
+                     or postgres://...): the {} store has no transaction to share",
+                    store.kind()
+                ));
             }
             (Some("transactional"), _) => Mode::Transactional,
             (Some(other), _) => {
@@ -144,6 +162,15 @@ impl Settings {
                 )),
             })
             .transpose()?;
+        let redis_assume_noeviction = match var("IDEM_REDIS_ASSUME_NOEVICTION").as_deref() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(other) => {
+                return Err(format!(
+                    "IDEM_REDIS_ASSUME_NOEVICTION must be 1 or 0, not {other:?}"
+                ));
+            }
+        };
         Ok(Settings {
             store,
             bind,
@@ -153,6 +180,7 @@ impl Settings {
             wait,
             mode,
             pg_pool,
+            redis_assume_noeviction,
             purge_every: Duration::from_secs(60),
         })
     }
@@ -199,6 +227,30 @@ mod tests {
     }
 
     #[test]
+    fn redis_urls_name_a_server_or_a_cluster_and_redis_is_plain() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "rediss://cache:6380/0",
+            "redis+cluster://10.0.0.1:7000,10.0.0.2:7000",
+        ] {
+            let s = read(&[("IDEM_STORE", url)]).unwrap();
+            assert_eq!(s.store, StoreUrl::Redis(url.into()));
+            assert_eq!((s.mode, s.redis_assume_noeviction), (Mode::Plain, false));
+        }
+        let err = read(&[
+            ("IDEM_STORE", "redis://h:1"),
+            ("IDEM_MODE", "transactional"),
+        ])
+        .unwrap_err();
+        assert!(err.contains("redis store has no transaction"), "{err}");
+        let trusted = read(&[
+            ("IDEM_STORE", "redis://h:1"),
+            ("IDEM_REDIS_ASSUME_NOEVICTION", "1"),
+        ]);
+        assert!(trusted.is_ok_and(|s| s.redis_assume_noeviction));
+    }
+
+    #[test]
     fn every_setting_is_read_and_bad_values_are_clear_errors() {
         let s = read(&[
             ("IDEM_STORE", "memory"),
@@ -215,7 +267,7 @@ mod tests {
         assert_eq!(s.lease, Some(Duration::from_secs(2)));
         assert_eq!(s.retries, Some(3));
         for (name, bad) in [
-            ("IDEM_STORE", "redis://x"),
+            ("IDEM_STORE", "valkey://x"),
             ("BIND", "nowhere"),
             ("PAYMENTS_LATENCY_MS", "fast"),
             ("IDEM_LEASE", "2 seconds"),
@@ -223,6 +275,7 @@ mod tests {
             ("IDEM_WAIT", "soon"),
             ("IDEM_MODE", "exactly-once"),
             ("IDEM_PG_POOL", "0"),
+            ("IDEM_REDIS_ASSUME_NOEVICTION", "yes"),
         ] {
             let err = read(&[(name, bad)]).unwrap_err();
             assert!(err.contains(name), "{err}");

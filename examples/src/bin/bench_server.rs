@@ -20,7 +20,9 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use idem_examples::app;
 use idem_examples::settings::StoreUrl;
-use idem_runtime::{IdempotencyStore, MemoryStore, PostgresStore, SqliteStore, Store, idempotent};
+use idem_runtime::{
+    IdempotencyStore, MemoryStore, PostgresStore, RedisStore, SqliteStore, Store, idempotent,
+};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -71,6 +73,7 @@ async fn open(url: &StoreUrl) -> Result<Arc<dyn IdempotencyStore>, app::Error> {
             store.migrate().await?;
             Arc::new(store)
         }
+        StoreUrl::Redis(url) => Arc::new(RedisStore::connect(url).await?),
     })
 }
 

@@ -10,6 +10,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub mod db;
+pub mod outage;
+pub mod resp_proxy;
 pub mod storm;
 
 /// A running `payments` process, killed when dropped.
@@ -78,6 +80,15 @@ impl Service {
             .expect("payments exits within 30 s of SIGTERM")
             .expect("waiting for payments works")
     }
+}
+
+/// `idempotency_storage_failure_total` summed over its labels, from `/metrics`.
+pub async fn storage_failures(client: &Client) -> u64 {
+    let text = client.get("/metrics").await.unwrap().text();
+    text.lines()
+        .filter(|l| l.starts_with("idempotency_storage_failure_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// The counter of one outcome, from the service's `/metrics`.

@@ -5,11 +5,14 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use idem_examples::client::{Client, Reply};
 use idem_tests::pg::TestDb;
-use support::{Service, outcome_count, storage_failures, storm};
+use support::crash::{self, Leases};
+use support::db::until;
+use support::failing_completion::{self, Completions};
+use support::{Service, storm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -22,19 +25,6 @@ async fn rows(db: &TestDb) -> i64 {
         .fetch_one(&mut db.connect().await)
         .await
         .expect("count idempotency rows")
-}
-
-/// Polls `check` every 20 ms until it holds, for at most `limit`.
-async fn until<F: std::future::Future<Output = bool>>(
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn statuses(replies: &[Reply]) -> BTreeMap<u16, usize> {
@@ -92,36 +82,42 @@ END $$;
 CREATE TRIGGER fail_completion BEFORE UPDATE ON idempotency_keys FOR EACH ROW
     WHEN (NEW.response_status > 0) EXECUTE FUNCTION fail_completion();";
 
-/// Fails the next `n` completing writes (and counts from zero again).
-async fn fail_next_completions(db: &TestDb, n: i64) {
-    let mut conn = db.connect().await;
-    sqlx::query("UPDATE completion_control SET fail_limit = $1")
-        .bind(n)
-        .execute(&mut conn)
+/// The test database, refusing completions through [`FAILING_COMPLETION`].
+struct Trigger<'a>(&'a TestDb);
+
+impl Completions for Trigger<'_> {
+    async fn fail_next(&self, n: u64) {
+        let mut conn = self.0.connect().await;
+        sqlx::query("UPDATE completion_control SET fail_limit = $1")
+            .bind(i64::try_from(n).unwrap())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("SELECT setval('completion_attempts', 1, false)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    async fn attempts(&self) -> u64 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM completion_attempts",
+        )
+        .fetch_one(&mut self.0.connect().await)
         .await
         .unwrap();
-    sqlx::query("SELECT setval('completion_attempts', 1, false)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-}
+        u64::try_from(n).unwrap()
+    }
 
-/// How many completing writes were attempted since the last [`fail_next_completions`].
-async fn completion_attempts(db: &TestDb) -> i64 {
-    sqlx::query_scalar(
-        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM completion_attempts",
-    )
-    .fetch_one(&mut db.connect().await)
-    .await
-    .unwrap()
-}
-
-async fn response_status(db: &TestDb, key: &str) -> Option<i32> {
-    sqlx::query_scalar("SELECT response_status FROM idempotency_keys WHERE idempotency_key = $1")
+    async fn status(&self, key: &str) -> Option<i32> {
+        sqlx::query_scalar(
+            "SELECT response_status FROM idempotency_keys WHERE idempotency_key = $1",
+        )
         .bind(key)
-        .fetch_one(&mut db.connect().await)
+        .fetch_one(&mut self.0.connect().await)
         .await
         .unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,70 +126,17 @@ async fn a_failing_completion_is_retried_then_marked_failed_storage_and_recovere
         return;
     };
     let url = db.url();
-    // Plain mode: a transactional run stores its response in its commit, which is never
-    // retried (docs/contract.md, "Transactional mode").
     let service = Service::start(&[
         ("IDEM_STORE", &url),
         ("IDEM_RETRIES", "3"),
         ("IDEM_MODE", "plain"),
     ])
     .await;
-    let client = service.client;
     sqlx::raw_sql(FAILING_COMPLETION)
         .execute(&mut db.connect().await)
         .await
         .unwrap();
-
-    // Fewer failures than attempts: the third attempt stores the response.
-    fail_next_completions(&db, 2).await;
-    let stored = client.pay(Some("storage-key-0001"), EUR).await.unwrap();
-    assert_eq!(stored.status, 201);
-    assert_eq!(
-        completion_attempts(&db).await,
-        3,
-        "two failed, the third stored"
-    );
-    assert_eq!(response_status(&db, "storage-key-0001").await, Some(201));
-    let replay = client.pay(Some("storage-key-0001"), EUR).await.unwrap();
-    assert!(replay.replayed());
-    assert_eq!(replay.body, stored.body);
-    assert_eq!(storage_failures(&client).await, 0);
-
-    // More failures than attempts: FAILED_STORAGE, counted, and the client still has its 201.
-    fail_next_completions(&db, 1_000).await;
-    let lost = client.pay(Some("storage-key-0002"), EUR).await.unwrap();
-    assert_eq!(
-        lost.status, 201,
-        "the handler's response reaches the client"
-    );
-    assert_eq!(lost.json()["amount"], 1200);
-    assert!(!lost.replayed());
-    assert_eq!(
-        completion_attempts(&db).await,
-        3,
-        "retries = 3 attempts in all"
-    );
-    assert_eq!(response_status(&db, "storage-key-0002").await, Some(-1));
-    assert_eq!(storage_failures(&client).await, 1);
-    assert_eq!(client.payment_count().await.unwrap(), 2);
-
-    // The store works again: the next request runs the handler again and is stored.
-    fail_next_completions(&db, 0).await;
-    let rerun = client.pay(Some("storage-key-0002"), EUR).await.unwrap();
-    assert_eq!(rerun.status, 201);
-    assert!(!rerun.replayed(), "FAILED_STORAGE runs the handler again");
-    assert_ne!(rerun.json()["id"], lost.json()["id"]);
-    assert_eq!(response_status(&db, "storage-key-0002").await, Some(201));
-    let replay = client.pay(Some("storage-key-0002"), EUR).await.unwrap();
-    assert!(replay.replayed());
-    assert_eq!(replay.body, rerun.body);
-    let payments = client.payment_count().await.unwrap();
-    assert_eq!(payments, 3);
-    assert_eq!(outcome_count(&client, "recovered").await, 1);
-    println!(
-        "storage failure: 7 requests; completion attempts 3 (2 failed) then 3 (all failed); \
-         storage failures counted 1; payments created {payments}; statuses 201 x7 (3 replays)"
-    );
+    failing_completion::run(service.client, &Trigger(&db), "postgres").await;
 }
 
 // ---- 4. crash between claim and completion ------------------------------------------------
@@ -210,77 +153,21 @@ async fn lease_left(db: &TestDb, key: &str) -> Option<f64> {
     .unwrap()
 }
 
+/// The test database, read for the lease of a claim in progress.
+struct Rows<'a>(&'a TestDb);
+
+impl Leases for Rows<'_> {
+    async fn lease_left(&self, key: &str) -> Option<f64> {
+        lease_left(self.0, key).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_left_by_a_killed_process_is_taken_over_after_its_lease() {
+async fn a_claim_left_by_a_killed_process_is_taken_over_once_after_its_lease() {
     let Some(db) = idem_tests::pg::database().await else {
         return;
     };
-    let url = db.url();
-    let slow = [
-        ("IDEM_STORE", url.as_str()),
-        ("IDEM_LEASE", "10s"),
-        ("PAYMENTS_LATENCY_MS", "60000"),
-    ];
-    let doomed = Service::start(&slow).await;
-    let client = doomed.client;
-    let in_flight = tokio::spawn(async move { client.pay(Some("crash-key-0001"), EUR).await });
-    until(
-        Duration::from_secs(10),
-        "the slow request claims its key",
-        || async { lease_left(&db, "crash-key-0001").await.is_some() },
-    )
-    .await;
-    let started = Instant::now();
-    doomed.kill().await;
-    assert!(
-        in_flight.await.unwrap().is_err(),
-        "the killed process never answered"
-    );
-
-    let restarted = Service::start(&[("IDEM_STORE", &url), ("IDEM_LEASE", "10s")]).await;
-    let client = restarted.client;
-    let left = lease_left(&db, "crash-key-0001")
-        .await
-        .expect("still claimed");
-    assert!(
-        left > 0.5,
-        "the dead claim's lease is still live ({left:.2}s left)"
-    );
-    let early = client.pay(Some("crash-key-0001"), EUR).await.unwrap();
-    assert_eq!(
-        early.status,
-        409,
-        "before the lease expires: {}",
-        early.text()
-    );
-    assert!(early.header("retry-after").is_some());
-    assert_eq!(client.payment_count().await.unwrap(), 0);
-
-    // Waiting on the database's clock is the point of the test.
-    until(
-        Duration::from_secs(15),
-        "the dead claim's lease expires",
-        || async {
-            lease_left(&db, "crash-key-0001")
-                .await
-                .is_none_or(|left| left <= 0.0)
-        },
-    )
-    .await;
-    let recovered = client.pay(Some("crash-key-0001"), EUR).await.unwrap();
-    assert_eq!(recovered.status, 201);
-    assert!(!recovered.replayed());
-    let replay = client.pay(Some("crash-key-0001"), EUR).await.unwrap();
-    assert!(replay.replayed());
-    assert_eq!(replay.body, recovered.body);
-    let payments = client.payment_count().await.unwrap();
-    assert_eq!(payments, 1, "the handler ran once after the crash");
-    assert_eq!(outcome_count(&client, "recovered").await, 1);
-    println!(
-        "crash: 4 requests (1 killed in flight); statuses 409 x1 then 201 x2 (1 replay); \
-         payments created {payments}; recovered {:?} after the kill (lease 10s)",
-        started.elapsed()
-    );
+    crash::run(&db.url(), &Rows(&db), "postgres").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,16 +5,15 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
-use idem_examples::client::Client;
-use idem_runtime::{IdempotencyKey, InspectedState, Inspection, RecordId, RedisStore, Store};
+use idem_runtime::{
+    FAILED_STORAGE_STATUS, IdempotencyKey, InspectedState, Inspection, RecordId, RedisStore, Store,
+};
 use idem_tests::redis::{self as servers, Server};
-use support::db::until;
+use support::crash::{self, Leases};
+use support::failing_completion::{self, Completions};
 use support::resp_proxy::RespProxy;
-use support::{Service, outcome_count, storage_failures, storm};
+use support::{Service, storm};
 
-const EUR: &str = r#"{"amount":1200,"currency":"EUR"}"#;
 /// The handler under which `POST /payments` keeps its records in plain mode.
 const HANDLER: &str = "idem_examples::app::create_payment";
 
@@ -80,12 +79,16 @@ async fn a_redis_outage_is_503_and_the_service_recovers_on_its_own() {
     support::outage::run(service.client, "redis", server.kill(), server.restart()).await;
 }
 
-/// Whether `key` is claimed and its lease has run out, by the server's clock.
-async fn abandoned(server: &Server, key: &str) -> bool {
-    matches!(
-        inspect(server, key).await.map(|seen| seen.state),
-        Some(InspectedState::InProgress { lease_remaining }) if lease_remaining.is_zero()
-    )
+/// A Redis server, read for the lease of a claim in progress.
+struct Hashes<'a>(&'a Server);
+
+impl Leases for Hashes<'_> {
+    async fn lease_left(&self, key: &str) -> Option<f64> {
+        match inspect(self.0, key).await?.state {
+            InspectedState::InProgress { lease_remaining } => Some(lease_remaining.as_secs_f64()),
+            _ => None,
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,88 +96,34 @@ async fn a_claim_left_by_a_killed_process_is_taken_over_once_after_its_lease() {
     let Some(server) = servers::own_server().await else {
         return;
     };
-    let url = server.url();
-    let slow = [
-        ("IDEM_STORE", url.as_str()),
-        ("IDEM_LEASE", "3s"),
-        ("PAYMENTS_LATENCY_MS", "60000"),
-    ];
-    let doomed = Service::start(&slow).await;
-    let client = doomed.client;
-    let in_flight = tokio::spawn(async move { client.pay(Some("crash-key-0001"), EUR).await });
-    until(
-        Duration::from_secs(10),
-        "the slow request claims its key",
-        || {
-            let server = &server;
-            async move { inspect(server, "crash-key-0001").await.is_some() }
-        },
-    )
-    .await;
-    let started = Instant::now();
-    doomed.kill().await;
-    assert!(
-        in_flight.await.unwrap().is_err(),
-        "the killed process never answered"
-    );
-
-    let restarted = Service::start(&[("IDEM_STORE", &url), ("IDEM_LEASE", "3s")]).await;
-    let client = restarted.client;
-    let early = client.pay(Some("crash-key-0001"), EUR).await.unwrap();
-    assert_eq!(
-        early.status,
-        409,
-        "before the lease expires: {}",
-        early.text()
-    );
-    assert!(early.header("retry-after").is_some());
-    assert_eq!(client.payment_count().await.unwrap(), 0);
-
-    // Waiting on the server's clock is the point of the test.
-    until(
-        Duration::from_secs(10),
-        "the dead claim's lease expires",
-        || {
-            let server = &server;
-            async move { abandoned(server, "crash-key-0001").await }
-        },
-    )
-    .await;
-    // Eight retries at once: one takes the claim over and runs, the others wait their turn.
-    let retries = futures_join(client, 8).await;
-    let ran: Vec<_> = retries
-        .iter()
-        .filter(|r| r.status == 201 && !r.replayed())
-        .collect();
-    assert_eq!(ran.len(), 1, "exactly one retry took the claim over");
-    for other in &retries {
-        assert!(
-            other.status == 409 || (other.status == 201 && other.body == ran[0].body),
-            "{} {}",
-            other.status,
-            other.text()
-        );
-    }
-    let replay = client.pay(Some("crash-key-0001"), EUR).await.unwrap();
-    assert!(replay.replayed());
-    assert_eq!(replay.body, ran[0].body);
-    let payments = client.payment_count().await.unwrap();
-    assert_eq!(payments, 1, "the handler ran once after the crash");
-    assert_eq!(outcome_count(&client, "recovered").await, 1);
-    println!(
-        "crash on redis: 11 requests (1 killed in flight); 409 x1 before the lease, then 8 at \
-         once (1 ran); payments created {payments}; recovered {:?} after the kill (lease 3s)",
-        started.elapsed()
-    );
+    crash::run(&server.url(), &Hashes(&server), "redis").await;
 }
 
-/// `n` copies of the crash key's request, sent at once.
-async fn futures_join(client: Client, n: usize) -> Vec<idem_examples::client::Reply> {
-    let mut copies = tokio::task::JoinSet::new();
-    for _ in 0..n {
-        copies.spawn(async move { client.pay(Some("crash-key-0001"), EUR).await.unwrap() });
+/// Redis behind a proxy that refuses completions, read straight from the server.
+struct Refusing<'a> {
+    proxy: RespProxy,
+    server: &'a Server,
+}
+
+impl Completions for Refusing<'_> {
+    async fn fail_next(&self, n: u64) {
+        self.proxy.fail_next_completions(n);
     }
-    copies.join_all().await
+
+    async fn attempts(&self) -> u64 {
+        self.proxy.completion_attempts()
+    }
+
+    async fn status(&self, key: &str) -> Option<i32> {
+        let seen = inspect(self.server, key)
+            .await
+            .expect("the key has a record");
+        match seen.state {
+            InspectedState::InProgress { .. } => None,
+            InspectedState::FailedStorage => Some(FAILED_STORAGE_STATUS),
+            InspectedState::Completed => seen.response_status.map(i32::from),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,72 +134,11 @@ async fn a_failing_completion_is_retried_then_marked_failed_storage_and_recovere
     let upstream = format!("127.0.0.1:{}", server.ports[0]).parse().unwrap();
     let proxy = RespProxy::start(upstream).await;
     let service = Service::start(&[("IDEM_STORE", &proxy.url()), ("IDEM_RETRIES", "3")]).await;
-    let client = service.client;
-    let status = |key: &'static str| {
-        let server = &server;
-        async move {
-            inspect(server, key)
-                .await
-                .map(|s| (s.state, s.response_status))
-        }
+    let refusing = Refusing {
+        proxy,
+        server: &server,
     };
-
-    // A first payment loads the scripts, so that each attempt below is one EVALSHA.
-    let warm = client.pay(Some("storage-warm-0001"), EUR).await.unwrap();
-    assert_eq!(warm.status, 201);
-
-    // Fewer failures than attempts: the third attempt stores the response.
-    proxy.fail_next_completions(2);
-    let stored = client.pay(Some("storage-key-0001"), EUR).await.unwrap();
-    assert_eq!(stored.status, 201, "{}", stored.text());
-    assert_eq!(
-        proxy.completion_attempts(),
-        3,
-        "two failed, the third stored"
-    );
-    let completed = Some((InspectedState::Completed, Some(201)));
-    assert_eq!(status("storage-key-0001").await, completed);
-    let replay = client.pay(Some("storage-key-0001"), EUR).await.unwrap();
-    assert!(replay.replayed());
-    assert_eq!(replay.body, stored.body);
-    assert_eq!(storage_failures(&client).await, 0);
-
-    // More failures than attempts: FAILED_STORAGE, counted, and the client still has its 201.
-    proxy.fail_next_completions(1_000);
-    let lost = client.pay(Some("storage-key-0002"), EUR).await.unwrap();
-    assert_eq!(
-        lost.status, 201,
-        "the handler's response reaches the client"
-    );
-    assert!(!lost.replayed());
-    assert_eq!(
-        proxy.completion_attempts(),
-        3,
-        "retries = 3 attempts in all"
-    );
-    let failed = Some((InspectedState::FailedStorage, None));
-    assert_eq!(status("storage-key-0002").await, failed);
-    assert_eq!(storage_failures(&client).await, 1);
-    assert_eq!(client.payment_count().await.unwrap(), 3);
-
-    // Redis takes completions again: the next request runs the handler again and is stored.
-    proxy.fail_next_completions(0);
-    let rerun = client.pay(Some("storage-key-0002"), EUR).await.unwrap();
-    assert_eq!(rerun.status, 201);
-    assert!(!rerun.replayed(), "FAILED_STORAGE runs the handler again");
-    assert_ne!(rerun.json()["id"], lost.json()["id"]);
-    assert_eq!(status("storage-key-0002").await, completed);
-    let replay = client.pay(Some("storage-key-0002"), EUR).await.unwrap();
-    assert!(replay.replayed());
-    assert_eq!(replay.body, rerun.body);
-    let payments = client.payment_count().await.unwrap();
-    assert_eq!(payments, 4);
-    assert_eq!(outcome_count(&client, "recovered").await, 1);
-    println!(
-        "storage failure on redis: 8 requests; completion attempts 3 (2 failed) then 3 (all \
-         failed); storage failures counted 1; payments created {payments}; statuses 201 x8 \
-         (3 replays)"
-    );
+    failing_completion::run(service.client, &refusing, "redis").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -722,38 +722,8 @@ pub async fn evicting_a_stuck_claim_lets_the_next_claim_acquire_new(store: &Stor
 
 /// Stats count live records by state, and expired ones (any state) until purged.
 pub async fn stats_count_live_records_by_state_and_expired_ones(store: &Store) {
-    assert_eq!(stats_ok(store).await, Stats::default());
-    let running = claim(&fresh_id(), "a", LONG, LONG);
-    claim_ok(store, &running).await;
-    for _ in 0..2 {
-        let done = claim(&fresh_id(), "a", LONG, LONG);
-        claim_ok(store, &done).await;
-        complete_ok(store, &done, &response(200, b"ok")).await;
-    }
-    let failed = claim(&fresh_id(), "a", LONG, LONG);
-    claim_ok(store, &failed).await;
-    assert!(matches!(
-        store.backend().fail(&failed).await,
-        Ok(Ownership::Held)
-    ));
-    let short_done = claim(&fresh_id(), "a", LONG, SHORT);
-    claim_ok(store, &short_done).await;
-    complete_ok(store, &short_done, &response(200, b"ok")).await;
-    claim_ok(store, &claim(&fresh_id(), "a", LONG, SHORT)).await;
-    let short_failed = claim(&fresh_id(), "a", LONG, SHORT);
-    claim_ok(store, &short_failed).await;
-    assert!(matches!(
-        store.backend().fail(&short_failed).await,
-        Ok(Ownership::Held)
-    ));
+    let live = records_in_every_state(store).await;
     tokio::time::sleep(PAST_SHORT).await;
-
-    let live = Stats {
-        in_progress: 1,
-        completed: 2,
-        failed_storage: 1,
-        expired: 0,
-    };
     assert_eq!(stats_ok(store).await, Stats { expired: 3, ..live });
     assert!(matches!(store.purge_expired(10).await, Ok(3)));
     assert_eq!(stats_ok(store).await, live);
@@ -844,40 +814,47 @@ pub async fn expired_records_vanish_without_a_purge(store: &Store) {
 /// Stats count live records by state; on a store that deletes expired records by itself,
 /// records past their TTL are counted nowhere.
 pub async fn stats_count_live_records_by_state_and_no_expired_ones(store: &Store) {
+    let live = records_in_every_state(store).await;
+    // One more in each state, until the short records expire.
+    let all = Stats {
+        in_progress: live.in_progress + 1,
+        completed: live.completed + 1,
+        failed_storage: live.failed_storage + 1,
+        expired: 0,
+    };
+    assert_eq!(stats_ok(store).await, all);
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(stats_ok(store).await, live);
+}
+
+/// On an empty store: records in every state that live [`LONG`] (answered as the stats they
+/// make), and one in each state that lives [`SHORT`].
+async fn records_in_every_state(store: &Store) -> Stats {
     assert_eq!(stats_ok(store).await, Stats::default());
-    let running = claim(&fresh_id(), "a", LONG, LONG);
-    claim_ok(store, &running).await;
+    claim_ok(store, &claim(&fresh_id(), "a", LONG, LONG)).await;
     for _ in 0..2 {
         let done = claim(&fresh_id(), "a", LONG, LONG);
         claim_ok(store, &done).await;
         complete_ok(store, &done, &response(200, b"ok")).await;
     }
-    let failed = claim(&fresh_id(), "a", LONG, LONG);
-    claim_ok(store, &failed).await;
-    assert!(matches!(
-        store.backend().fail(&failed).await,
-        Ok(Ownership::Held)
-    ));
+    for ttl in [LONG, SHORT] {
+        let failed = claim(&fresh_id(), "a", LONG, ttl);
+        claim_ok(store, &failed).await;
+        assert!(matches!(
+            store.backend().fail(&failed).await,
+            Ok(Ownership::Held)
+        ));
+    }
     let short_done = claim(&fresh_id(), "a", LONG, SHORT);
     claim_ok(store, &short_done).await;
     complete_ok(store, &short_done, &response(200, b"ok")).await;
     claim_ok(store, &claim(&fresh_id(), "a", LONG, SHORT)).await;
-    let live = Stats {
-        in_progress: 2,
-        completed: 3,
+    Stats {
+        in_progress: 1,
+        completed: 2,
         failed_storage: 1,
         expired: 0,
-    };
-    assert_eq!(stats_ok(store).await, live);
-    tokio::time::sleep(PAST_SHORT).await;
-    assert_eq!(
-        stats_ok(store).await,
-        Stats {
-            in_progress: 1,
-            completed: 2,
-            ..live
-        }
-    );
+    }
 }
 
 /// Completed rows exactly as the previous release wrote them, with the payload each must read

@@ -9,7 +9,9 @@ use idem_examples::client::Client;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod crash;
 pub mod db;
+pub mod failing_completion;
 pub mod outage;
 pub mod resp_proxy;
 pub mod storm;

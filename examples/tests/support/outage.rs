@@ -10,24 +10,13 @@ use std::time::{Duration, Instant};
 
 use idem_examples::client::{Client, Reply};
 
+use super::db::until;
+
 const EUR: &str = r#"{"amount":1200,"currency":"EUR"}"#;
 const PROBLEM: &str = "application/problem+json";
 
 /// How long the store stays down.
 pub const OUTAGE: Duration = Duration::from_secs(7);
-
-/// Polls `check` every 20 ms until it holds, for at most `limit`.
-async fn until<F: Future<Output = bool>>(
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// One request of the outage run.
 struct Sent {

@@ -175,8 +175,10 @@ impl RedisStore {
         let mut key = String::with_capacity(self.prefix.len() + 33);
         key.push_str(&self.prefix);
         key.push(':');
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         for byte in &digest[..16] {
-            key.push_str(&format!("{byte:02x}"));
+            key.push(char::from(HEX[usize::from(byte >> 4)]));
+            key.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
         key
     }

@@ -5,6 +5,7 @@
 
 mod support;
 
+use idem_examples::app::GUEST;
 use idem_runtime::{
     FAILED_STORAGE_STATUS, IdempotencyKey, InspectedState, Inspection, RecordId, RedisStore, Store,
 };
@@ -17,12 +18,13 @@ use support::{Service, storm};
 /// The handler under which `POST /payments` keeps its records in plain mode.
 const HANDLER: &str = "idem_examples::app::create_payment";
 
-/// What an operator sees of `key`'s record, read straight from the server.
+/// What an operator sees of `key`'s record, read straight from the server (the tests' requests
+/// carry no credentials: their caller, the scope of their keys, is the example's guest).
 async fn inspect(server: &Server, key: &str) -> Option<Inspection> {
     let store = Store::new(RedisStore::connect(&server.url()).await.expect("connect"));
     let key = IdempotencyKey::parse(key).expect("a valid key");
     store
-        .inspect(&RecordId::new("", HANDLER, key))
+        .inspect(&RecordId::new(GUEST, HANDLER, key))
         .await
         .expect("inspect")
 }

@@ -464,3 +464,25 @@ async fn a_plain_function_waits_for_the_in_flight_result() {
     );
     assert_eq!(app.runs(), 1);
 }
+
+/// A waiter that no announcement reaches (another handle on the same store, as another process
+/// on SQLite) still gets the answer, from its polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_never_rung_finds_the_answer_by_polling() {
+    let shared = Arc::new(MemoryStore::new());
+    let (one, other) = (Store::new(shared.clone()), Store::new(shared));
+    let owner_app = AppState::new(one);
+    let waiter_app = AppState {
+        idem: other.clone(),
+        ..owner_app.clone()
+    };
+    let call = Call::new("/pay", TEXT, "12 EUR");
+    let owner = hold(&owner_app, &router(&owner_app), &call).await;
+    let waiter = duplicates(&other, &router(&waiter_app), &call, 1).await;
+    owner_app.gate.notify_one();
+    let owner = answers(owner).await;
+    let waiter = answers(waiter).await;
+    assert_eq!(owner[0].status, StatusCode::CREATED);
+    assert!(waiter[0].replayed() && waiter[0].body == owner[0].body);
+    assert_eq!(owner_app.runs(), 1);
+}

@@ -538,6 +538,8 @@ pub async fn scope_and_handler_isolate_records(store: &Store) {
         RecordId::new("tenant-a", HANDLER, key.clone()),
         RecordId::new("tenant-b", HANDLER, key.clone()),
         RecordId::new("tenant-a", "conformance::refund", key.clone()),
+        // Quotes, backslashes and placeholders in a scope are data, never SQL.
+        RecordId::new("o'b\\'; $1 E'\\x' -- ünï", HANDLER, key.clone()),
     ];
     let mut claims = Vec::new();
     for id in &ids {
@@ -564,6 +566,7 @@ pub async fn scope_and_handler_isolate_records(store: &Store) {
     assert_eq!(read[1], Some(RecordState::Completed(stored)));
     assert_eq!(read[2], None);
     assert!(matches!(read[3], Some(RecordState::InProgress { .. })));
+    assert!(matches!(read[4], Some(RecordState::InProgress { .. })));
 }
 
 /// Status, headers (order, repeats, raw non-UTF-8 values) and body bytes come back exactly,

@@ -111,6 +111,16 @@ pub async fn own_fixture() -> Option<(Store, TestDb)> {
 }
 
 impl Server {
+    /// The server's host and port.
+    pub fn address(&self) -> (String, u16) {
+        (self.admin.get_host().to_owned(), self.admin.get_port())
+    }
+
+    /// The user the tests connect as.
+    pub fn username(&self) -> String {
+        self.admin.get_username().to_owned()
+    }
+
     async fn admin(&self) -> PgConnection {
         PgConnection::connect_with(&self.admin)
             .await

@@ -4,9 +4,10 @@
 //! abandoned claim and its takeover, a plain function), and the capture must show the key's
 //! first 8 characters but never the whole key, its tail, or a stored body.
 
-use std::fmt::{Debug, Write as _};
+mod support;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,70 +17,14 @@ use axum::http::{Request, StatusCode};
 use axum::routing::post;
 use idem_runtime::{Error, FailingStore, MemoryStore, Op, Store, idempotent};
 use serde::{Deserialize, Serialize};
+use support::capture::Capture;
 use tokio::sync::Notify;
 use tower::ServiceExt;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 const KEY: &str = "secretkey-0123456789abcdef";
 const BODY: &str = r#"{"card":"4242-secret-card-number"}"#;
 const OTHER_BODY: &str = r#"{"card":"5555-other-card-number"}"#;
 const ANSWER: &str = "secret-answer-body-ffeeddcc";
-
-/// Every span (name and fields, at creation and on record) and every event (target and
-/// fields), as text.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<String>>);
-
-impl Capture {
-    /// Captures everything on this thread until the guard is dropped.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let subscriber = tracing_subscriber::registry().with(self.clone());
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn line(&self, head: std::fmt::Arguments, record: impl FnOnce(&mut dyn Visit)) {
-        let mut text = self.0.lock().unwrap();
-        let _ = write!(text, "{head}");
-        record(&mut Fields(&mut text));
-        text.push('\n');
-    }
-}
-
-struct Fields<'a>(&'a mut String);
-
-impl Visit for Fields<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let _ = write!(self.0, " {}={value}", field.name());
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-        let _ = write!(self.0, " {}={value:?}", field.name());
-    }
-}
-
-impl<S: Subscriber> Layer<S> for Capture {
-    fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
-        let name = attrs.metadata().name();
-        self.line(format_args!("span {name}:"), |v| attrs.record(v));
-    }
-
-    fn on_record(&self, _: &Id, values: &Record<'_>, _: Context<'_, S>) {
-        self.line(format_args!("record:"), |v| values.record(v));
-    }
-
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        let meta = event.metadata();
-        let head = format_args!("{} {}:", meta.level(), meta.target());
-        self.line(head, |v| event.record(v));
-    }
-}
 
 /// The capture shows the key's prefix (so it works) and nothing a log must not carry.
 fn assert_clean(logs: &str) {

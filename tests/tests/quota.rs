@@ -95,6 +95,16 @@ async fn postgres_beyond_the_quota_is_429_and_other_scopes_go_on() {
     beyond_the_quota(Store::new(postgres.scope_quota(QUOTA))).await;
 }
 
+/// The claim within a quota as text through PgBouncer in transaction mode.
+#[tokio::test]
+async fn postgres_behind_pgbouncer_beyond_the_quota_is_429_and_other_scopes_go_on() {
+    let Some((_db, url)) = idem_tests::bouncer::database().await else {
+        return;
+    };
+    let postgres = idem_tests::bouncer::store_at(&url).await;
+    beyond_the_quota(Store::new(postgres.scope_quota(QUOTA))).await;
+}
+
 /// Alice floods 5,000 keys into a store of 3,200 records (100 in each of its 32 shards: with
 /// 5,000 keys, a shard left with room is over 4 standard deviations from the mean of 156); then
 /// bob makes his first call.

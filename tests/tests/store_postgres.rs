@@ -379,9 +379,9 @@ async fn a_claim_that_loses_to_a_later_commit_returns_the_fresh_record() {
     }
 }
 
-/// A TCP proxy in front of the test server that counts the `Sync` messages its clients send.
-/// Each `Sync` is one round trip to the server: the end of a statement's messages in the
-/// extended protocol, or a ping on its own.
+/// A TCP proxy in front of the test server that counts the round trips its clients make: the
+/// `Sync` messages (the end of a statement's messages in the extended protocol, or a ping on
+/// its own) and the `Query` messages (a statement in the simple protocol) they send.
 struct SyncCounter {
     addr: SocketAddr,
     syncs: Arc<AtomicUsize>,
@@ -411,8 +411,8 @@ impl SyncCounter {
     }
 }
 
-/// Copies both ways, counting the client's `Sync`s before forwarding them (so a statement's
-/// are counted by the time its answer arrives).
+/// Copies both ways, counting the client's `Sync`s and `Query`s before forwarding them (so a
+/// statement's are counted by the time its answer arrives).
 async fn relay(
     client: tokio::net::TcpStream,
     server: tokio::net::TcpStream,
@@ -466,7 +466,7 @@ impl Frontend {
                 if rest.len() < 5 || rest.len() < 1 + be(&rest[1..]) {
                     break;
                 }
-                syncs += usize::from(rest[0] == b'S');
+                syncs += usize::from(rest[0] == b'S' || rest[0] == b'Q');
                 at += 1 + be(&rest[1..]);
             }
         }
@@ -481,6 +481,16 @@ impl Frontend {
 /// store's own connections skip.)
 #[tokio::test]
 async fn a_store_of_its_own_makes_one_round_trip_per_step() {
+    one_round_trip_per_step(false).await;
+}
+
+/// The same with the statements as text, as behind a transaction-mode pooler.
+#[tokio::test]
+async fn behind_a_pooler_a_store_still_makes_one_round_trip_per_step() {
+    one_round_trip_per_step(true).await;
+}
+
+async fn one_round_trip_per_step(behind_pooler: bool) {
     let Some(db) = pg::database().await else {
         return;
     };
@@ -497,7 +507,10 @@ async fn a_store_of_its_own_makes_one_round_trip_per_step() {
         "{}{sep}sslmode=disable",
         url.replacen(&direct, &proxy.addr.to_string(), 1)
     );
-    let store = db.own_store_at(&proxied).await;
+    let mut store = db.own_store_at(&proxied).await;
+    if behind_pooler {
+        store = store.behind_pooler();
+    }
 
     // Every statement once, so that each is prepared on the connection before counting.
     let warm = claim(&fresh_id(), "a", LONG, LONG);

@@ -1,6 +1,7 @@
 //! Transactional mode at the store (docs/contract.md, "Transactional mode"): a transaction
 //! opened on the store's own database, the work's writes through it, and the stored result,
-//! commit together or not at all. Every case runs on Postgres and on a SQLite file.
+//! commit together or not at all. Every case runs on Postgres, on Postgres behind PgBouncer in
+//! transaction mode, and on a SQLite file.
 //!
 //! Cases that need writes go through `function::run_transactional`, the one public way to hold
 //! a `Tx`; the others call `IdempotencyStore::begin` and `StoreTransaction::commit` directly.
@@ -99,7 +100,9 @@ macro_rules! transactional_cases {
                             let _ = started.send(());
                             let _ = go.await;
                         }
+                        // Unnamed, so that it runs through a transaction-mode pooler too.
                         sqlx::query("INSERT INTO ledger (note) VALUES ($1)")
+                            .persistent(false)
                             .bind(written)
                             .execute(&mut *tx)
                             .await
@@ -324,6 +327,23 @@ async fn postgres() -> Option<(
     Some((Arc::new(FailingStore::new(store)), pool, db))
 }
 
+/// The same behind PgBouncer in transaction mode: the store through the pooler, the ledger
+/// read directly.
+async fn postgres_behind_pgbouncer() -> Option<(
+    Arc<FailingStore<idem_runtime::PostgresStore>>,
+    sqlx::PgPool,
+    idem_tests::pg::TestDb,
+)> {
+    let (db, url) = idem_tests::bouncer::database().await?;
+    let store = idem_tests::bouncer::store_at(&url).await;
+    let pool = db.pool().await;
+    sqlx::query("CREATE TABLE ledger (note TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("create the ledger");
+    Some((Arc::new(FailingStore::new(store)), pool, db))
+}
+
 /// A folder of its own under the temp dir, deleted when dropped.
 struct Folder(std::path::PathBuf);
 
@@ -364,6 +384,11 @@ async fn sqlite() -> Option<(
 
 transactional_cases!(on_postgres, idem_runtime::PgTx, postgres);
 transactional_cases!(on_sqlite, idem_runtime::SqliteTx, sqlite);
+transactional_cases!(
+    behind_pgbouncer,
+    idem_runtime::PgTx,
+    postgres_behind_pgbouncer
+);
 
 /// What `SHOW transaction_isolation` answers inside a transactional call at `isolation`.
 async fn isolation_seen(store: &Store, text: &str, isolation: Isolation) -> String {

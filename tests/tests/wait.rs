@@ -2,7 +2,7 @@
 //! duplicates that meet a request in progress wait for its answer and replay it; when the
 //! owner releases the key one waiter runs it; at the deadline, and beyond the bound on
 //! waiters, a 409 with a short `Retry-After`; a caller that hangs up leaves no waiter behind.
-//! Each check runs on memory, SQLite, Postgres and Redis.
+//! Each check runs on memory, SQLite, Postgres (directly and behind PgBouncer) and Redis.
 
 mod support;
 
@@ -264,6 +264,15 @@ macro_rules! on_every_store {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let Some((store, _db)) = idem_tests::pg::fixture().await else { return };
+                    super::$case(store).await;
+                }
+            )*
+        }
+        mod behind_pgbouncer {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some((store, _db)) = idem_tests::bouncer::fixture().await else { return };
                     super::$case(store).await;
                 }
             )*

@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod behaviour;
+pub mod capture;
 pub mod http;
 pub mod metrics;

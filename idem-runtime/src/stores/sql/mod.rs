@@ -9,6 +9,8 @@ use crate::engine::store::StoreError;
 #[cfg(feature = "postgres")]
 mod connections;
 #[cfg(feature = "postgres")]
+mod literals;
+#[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(test)]
 mod properties;
@@ -16,6 +18,7 @@ mod properties;
 pub(crate) mod sqlite;
 mod statements;
 mod tx;
+mod values;
 
 #[cfg(feature = "postgres")]
 pub(crate) use super::columns::micros;
@@ -31,6 +34,7 @@ pub use tx::PgTx;
 #[cfg(feature = "sqlite")]
 pub use tx::SqliteTx;
 pub use tx::Tx;
+pub(crate) use values::{Param, Values};
 
 /// The table SQL stores use unless told otherwise (`docs/contract.md`, "4. Records").
 pub const DEFAULT_TABLE: &str = "idempotency_keys";

@@ -20,19 +20,22 @@
 //! earlier. Skipping the insert then can only make a claim acquire less often, never twice:
 //! every acquisition still goes through the primary key and the row lock.
 
+use std::ops::{Deref, DerefMut};
+use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use std::ops::{Deref, DerefMut};
-
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions, PgQueryResult};
-use sqlx::{AssertSqlSafe, PgExecutor, Postgres, Row};
+use sqlx::postgres::{
+    PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgQueryResult,
+};
+use sqlx::{AssertSqlSafe, ConnectOptions, Executor, PgExecutor, Postgres, Row};
 
 use super::connections::{Connections, Lease};
 use super::{
-    Dialect, InvalidTableName, SqlStore, Statements, TableName, acquired_from_column, micros,
-    on_connection, postgres_code_is_transient,
+    Dialect, InvalidTableName, Param, SqlStore, Statements, TableName, Values,
+    acquired_from_column, literals, micros, on_connection, postgres_code_is_transient,
 };
 use crate::engine::record::{Claim, ClaimOutcome, Record, RecordId};
 use crate::engine::store::Isolation;
@@ -47,6 +50,13 @@ const MIGRATIONS: &[&str] = &[include_str!(
 /// (docs/contract.md, "Waiting for the in-flight result"): the payload is the record's
 /// [`RecordId::wake_key`] in hex, never its key.
 pub const WAKE_CHANNEL: &str = "idem_claim_ended";
+
+/// Announces the end of a claim: `NOTIFY` on a channel (`$1`) with a payload (`$2`), which
+/// works through a transaction-mode pooler too, being one statement that commits at once.
+const ANNOUNCE: &str = "SELECT pg_notify($1, $2)";
+
+/// Serializes migrations of one table across instances, until their transaction ends.
+const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";
 
 /// How many times a claim statement runs in the READ COMMITTED corners (see the module
 /// doc). A second run sees the committed row; a third covers a release in between.
@@ -226,6 +236,10 @@ FROM (SELECT expires_at FROM {table} WHERE scope = $1 AND expires_at > now() LIM
         micros(duration)
     }
 
+    fn written_in(template: &str, params: &[Param<'_>]) -> StoreResult<String> {
+        literals::written_in(template, params)
+    }
+
     fn lease_left(number: u64) -> Duration {
         Duration::from_micros(number)
     }
@@ -262,21 +276,42 @@ FROM (SELECT expires_at FROM {table} WHERE scope = $1 AND expires_at > now() LIM
 ///
 /// Each step is one statement, and each statement is a method generic over
 /// [`PgExecutor`]: a store made by [`PostgresStore::connect`] runs them on connections of its
-/// own, one made by [`PostgresStore::new`] on the pool it was given. A transactional mode (not built yet) will
-/// run the same methods on one transaction's connection, so that the claim, the handler's own
-/// writes and the completion commit together, without a second copy of the SQL.
+/// own, one made by [`PostgresStore::new`] on the pool it was given, and a transactional run
+/// completes on its transaction's connection, without a second copy of the SQL.
+///
+/// Behind a transaction-mode pooler such as PgBouncer, say so with
+/// [`PostgresStore::behind_pooler`], and give waiting a direct connection with
+/// [`PostgresStore::listen_url`]:
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use idem_runtime::{PostgresStore, Store};
+///
+/// let pg = PostgresStore::connect("postgres://app@pgbouncer:6432/app")
+///     .await?
+///     .behind_pooler()
+///     .listen_url("postgres://app@db:5432/app")?; // LISTEN goes around the pooler
+/// pg.migrate().await?;
+/// let store = Store::new(pg);
+/// # drop(store); Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
     /// Where the store's statements run when it has connections of its own (`connect`).
     own: Option<Arc<Connections>>,
     sql: Arc<Statements<Postgres>>,
+    /// Where waiting listens, when not on the pool's server (`listen_url`).
+    listen_at: Option<Arc<PgConnectOptions>>,
+    /// Set once the store has logged that it cannot listen behind a pooler.
+    told_why_polling: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
             .field("table", &self.sql.table)
+            .field("values", &self.sql.values())
             .finish_non_exhaustive()
     }
 }
@@ -292,7 +327,9 @@ impl PostgresStore {
         PostgresStore {
             pool,
             own: None,
-            sql: Arc::new(Statements::new(TableName::default(), None)),
+            sql: Arc::new(Statements::new(TableName::default(), None, Values::Bound)),
+            listen_at: None,
+            told_why_polling: Arc::default(),
         }
     }
 
@@ -303,10 +340,7 @@ impl PostgresStore {
     /// statement. [`PostgresStore::pool`] is a pool on the same database, of as many
     /// connections, for [`PostgresStore::migrate`] and the application's own queries.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(Self::CONNECTIONS)
-            .acquire_timeout(Duration::from_secs(5))
-            .test_before_acquire(false)
+        let pool = Self::own_pool()
             .connect(url)
             .await
             .map_err(Postgres::classify)?;
@@ -324,9 +358,66 @@ impl PostgresStore {
     /// statements (and as many for its pool).
     pub const CONNECTIONS: u32 = 10;
 
+    /// The pool [`PostgresStore::connect`] makes.
+    fn own_pool() -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(Self::CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
+    }
+
+    /// Runs every statement of the store (its steps, `migrate`, announcing to waiters, and a
+    /// transactional run's completion) as simple-protocol text with its values written in as
+    /// literals, for a Postgres behind a pooler in transaction mode (PgBouncer's `pool_mode =
+    /// transaction`). Transaction pooling hands each statement outside a transaction whichever
+    /// server connection is free, so the named statements the store prepares by default would
+    /// be missing there or clash with another client's; text is still one round trip per
+    /// step, but Postgres parses and plans it every time (README, "Behind a connection
+    /// pooler", has what that costs).
+    ///
+    /// The statements then carry keys and stored bodies in their text, which sqlx logs (every
+    /// statement at debug level, slow ones at warn): on a store from
+    /// [`PostgresStore::connect`] that logging is turned off, on its own connections and its
+    /// pool; on a pool of yours ([`PostgresStore::new`]), connect it with
+    /// `PgConnectOptions::disable_statement_logging()`.
+    ///
+    /// `LISTEN` cannot work through transaction pooling: without
+    /// [`PostgresStore::listen_url`], waiting for an in-flight result polls, and says so once
+    /// in the log.
+    pub fn behind_pooler(mut self) -> Self {
+        self.sql = Arc::new(Statements::new(
+            self.sql.table.clone(),
+            self.sql.quota(),
+            Values::InText,
+        ));
+        if self.own.is_some() {
+            // Made by `connect`: remade quiet, the pool opening its connections when needed.
+            let quiet = (*self.pool.connect_options())
+                .clone()
+                .disable_statement_logging();
+            let own = Connections::new(quiet.clone(), Self::CONNECTIONS as usize);
+            self.own = Some(Arc::new(own));
+            self.pool = Self::own_pool().connect_lazy_with(quiet);
+        }
+        self
+    }
+
+    /// Listens for the announcements that wake waiters (docs/contract.md, "Waiting for the
+    /// in-flight result") on a connection to `url` instead of the store's own server: a
+    /// direct connection to Postgres when the store's URL goes through a transaction-mode
+    /// pooler, which cannot keep a `LISTEN`. Announcements still go through the pooler, as
+    /// one `pg_notify` statement each. The URL is checked here; the connection is opened on
+    /// the first wait.
+    pub fn listen_url(mut self, url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url).map_err(Postgres::classify)?;
+        self.listen_at = Some(Arc::new(options));
+        Ok(self)
+    }
+
     /// Uses another table (a plain identifier; set the schema with the pool's `search_path`).
     pub fn with_table(mut self, table: &str) -> Result<Self, InvalidTableName> {
-        self.sql = Arc::new(Statements::new(TableName::new(table)?, self.sql.quota()));
+        let table = TableName::new(table)?;
+        self.sql = Arc::new(Statements::new(table, self.sql.quota(), self.sql.values()));
         Ok(self)
     }
 
@@ -338,7 +429,8 @@ impl PostgresStore {
     /// scope, each counting before the others commit, can pass the cap by as many as run at
     /// once.
     pub fn scope_quota(mut self, records: u64) -> Self {
-        self.sql = Arc::new(Statements::new(self.sql.table.clone(), Some(records)));
+        let table = self.sql.table.clone();
+        self.sql = Arc::new(Statements::new(table, Some(records), self.sql.values()));
         self
     }
 
@@ -357,11 +449,9 @@ impl PostgresStore {
     /// transaction holding an advisory lock on the table's name.
     pub async fn migrate(&self) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(Postgres::classify)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(format!("idem.migrate.{}", self.table()))
-            .execute(&mut *tx)
-            .await
-            .map_err(Postgres::classify)?;
+        let lock = format!("idem.migrate.{}", self.table());
+        let lock = self.sql.ready(MIGRATION_LOCK, &[Param::Text(&lock)])?;
+        tx.execute(lock).await.map_err(Postgres::classify)?;
         for migration in MIGRATIONS {
             sqlx::raw_sql(AssertSqlSafe(self.sql.table.fill(migration)))
                 .execute(&mut *tx)
@@ -388,9 +478,8 @@ async fn claimed<'c>(
     db: impl PgExecutor<'c>,
     claim: &Claim,
 ) -> StoreResult<Claimed> {
-    let row = sql
-        .claim(claim)
-        .fetch_optional(db)
+    let row = db
+        .fetch_optional(sql.claim(claim)?)
         .await
         .map_err(Postgres::classify)?;
     let Some(row) = row else {
@@ -483,22 +572,34 @@ impl SqlStore for PostgresStore {
     fn announce<'a>(&'a self, id: &'a RecordId) -> Reply<'a, ()> {
         Reply::pending(async move {
             let key = format!("{:016x}", id.wake_key());
+            let announce = self
+                .sql
+                .ready(ANNOUNCE, &[Param::Text(WAKE_CHANNEL), Param::Text(&key)])?;
             on_connection!(self, db => async {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(WAKE_CHANNEL)
-                    .bind(key)
-                    .execute(db)
-                    .await
-                    .map(drop)
-                    .map_err(Postgres::classify)
+                db.execute(announce).await.map(drop).map_err(Postgres::classify)
             })
         })
     }
 
     /// `LISTEN`s on [`WAKE_CHANNEL`] on one connection of its own, outside the store's
-    /// connections and the pool, so that waiting never takes a connection from requests.
+    /// connections and the pool, so that waiting never takes a connection from requests: to
+    /// the [`PostgresStore::listen_url`] when given, else to the store's server, unless that
+    /// is a pooler (`None`: waiters poll).
     fn listen(&self) -> Option<Reply<'_, Announcements>> {
-        let options = (*self.pool.connect_options()).clone();
+        let options = match (&self.listen_at, self.sql.values()) {
+            (Some(direct), _) => (**direct).clone(),
+            (None, Values::Bound) => (*self.pool.connect_options()).clone(),
+            (None, Values::InText) => {
+                if !self.told_why_polling.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "waiters for in-flight results poll (up to 1 s late): LISTEN cannot \
+                         work through a transaction-mode pooler; give the Postgres store a \
+                         direct connection for it with PostgresStore::listen_url"
+                    );
+                }
+                return None;
+            }
+        };
         Some(Reply::pending(async move {
             let one = PgPoolOptions::new()
                 .max_connections(1)

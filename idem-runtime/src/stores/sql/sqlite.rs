@@ -19,11 +19,11 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
 };
-use sqlx::{AssertSqlSafe, Row, Sqlite};
+use sqlx::{AssertSqlSafe, Executor, Row, Sqlite};
 
 use super::{
-    Dialect, InvalidTableName, SqlStore, Statements, TableName, acquired_from_column, millis,
-    on_connection, sqlite_code_is_transient,
+    Dialect, InvalidTableName, SqlStore, Statements, TableName, Values, acquired_from_column,
+    millis, on_connection, sqlite_code_is_transient,
 };
 use crate::engine::record::{Claim, ClaimOutcome};
 use crate::engine::store::Isolation;
@@ -207,7 +207,7 @@ impl SqliteStore {
     pub fn new(pool: SqlitePool) -> Self {
         SqliteStore {
             pool,
-            sql: Arc::new(Statements::new(TableName::default(), None)),
+            sql: Arc::new(Statements::new(TableName::default(), None, Values::Bound)),
         }
     }
 
@@ -239,7 +239,11 @@ impl SqliteStore {
 
     /// Uses another table (a plain identifier).
     pub fn with_table(mut self, table: &str) -> Result<Self, InvalidTableName> {
-        self.sql = Arc::new(Statements::new(TableName::new(table)?, self.sql.quota()));
+        self.sql = Arc::new(Statements::new(
+            TableName::new(table)?,
+            self.sql.quota(),
+            Values::Bound,
+        ));
         Ok(self)
     }
 
@@ -250,7 +254,11 @@ impl SqliteStore {
     /// (SQLite runs one writer at a time, so the count is exact); a store without a quota runs
     /// the claim without the count. A refusal costs one more read, for its `Retry-After`.
     pub fn scope_quota(mut self, records: u64) -> Self {
-        self.sql = Arc::new(Statements::new(self.sql.table.clone(), Some(records)));
+        self.sql = Arc::new(Statements::new(
+            self.sql.table.clone(),
+            Some(records),
+            Values::Bound,
+        ));
         self
     }
 
@@ -306,7 +314,7 @@ impl SqlStore for SqliteStore {
     /// again with the same token finds its own live claim and answers `Acquired` again.
     async fn claim_key(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
         let row = on_connection!(self, db => async {
-            self.sql.claim(claim).fetch_optional(db).await.map_err(Sqlite::classify)
+            db.fetch_optional(self.sql.claim(claim)?).await.map_err(Sqlite::classify)
         })?;
         let Some(row) = row else {
             // Only the claim within a quota offers no row: its scope is full.

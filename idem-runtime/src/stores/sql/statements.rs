@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{
-    AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type,
+    AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, SqlSafeStr,
+    Type,
 };
 
+use super::values::{Param, Ready, Values};
 use super::{Columns, InspectColumns, TableName, payload_columns};
 use crate::engine::inspect::{Inspection, Stats};
 use crate::engine::record::{Claim, ClaimOutcome, Payload, Record, RecordId};
@@ -77,6 +79,16 @@ pub trait Dialect: Database {
     /// A duration as the number the statements add to the database's clock.
     fn duration(duration: Duration) -> i64;
 
+    /// `template` with each `$N` replaced by `params[N - 1]` written as a literal, for
+    /// [`Values::InText`]. Only Postgres writes values into the text; any other database
+    /// refuses.
+    fn written_in(template: &str, params: &[Param<'_>]) -> StoreResult<String> {
+        let _ = (template, params);
+        Err(StoreError::permanent(
+            "this database takes its values bound, never written into the statement",
+        ))
+    }
+
     /// The lease left, from the number in `LEASE_LEFT` (never negative).
     fn lease_left(number: u64) -> Duration;
 
@@ -101,6 +113,8 @@ pub trait Dialect: Database {
 /// executor of the database: its pool, one connection or, later, a transaction.
 pub struct Statements<DB> {
     pub(crate) table: TableName,
+    /// How the statements' values reach the database.
+    values: Values,
     /// The most live records one scope may hold, when the store has a quota.
     quota: Option<i64>,
     claim: Arc<str>,
@@ -119,25 +133,25 @@ pub struct Statements<DB> {
     database: PhantomData<fn() -> DB>,
 }
 
-type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments>;
-
 impl<DB> Statements<DB>
 where
     DB: Dialect,
     DB::Arguments: IntoArguments<DB>,
     for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
     for<'a> &'a [u8]: Encode<'a, DB> + Type<DB>,
-    String: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
-    Option<String>: for<'a> Encode<'a, DB>,
+    String: for<'a> Decode<'a, DB> + Type<DB>,
     i64: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
     i32: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
     Vec<u8>: for<'a> Decode<'a, DB> + Type<DB>,
 {
-    /// The statements for `table`, with a quota of live records per scope or none.
-    pub(crate) fn new(table: TableName, quota: Option<u64>) -> Self {
+    /// The statements for `table`, with a quota of live records per scope or none, sending
+    /// their values as `values` says.
+    pub(crate) fn new(table: TableName, quota: Option<u64>, values: Values) -> Self {
         let fill = |template: &str| Arc::<str>::from(DB::fill(&table, template));
         let quota = quota.map(|records| i64::try_from(records.max(1)).unwrap_or(i64::MAX));
         Statements {
+            values,
             quota,
             claim: match quota {
                 None => fill(DB::CLAIM),
@@ -162,30 +176,63 @@ where
         }
     }
 
-    /// A statement bound to a record's identity (first three parameters).
-    fn identified<'q>(statement: &Arc<str>, id: &'q RecordId) -> Query<'q, DB> {
-        sqlx::query(AssertSqlSafe(statement.clone()))
-            .bind(id.scope.as_str())
-            .bind(id.handler.as_ref())
-            .bind(id.key.as_str())
+    /// `sql` with `params` as its parameters `$1`, `$2`, ... (`?1`, ... on SQLite), ready to
+    /// run: bound, or written into the text, as the statements' [`Values`] say.
+    pub(crate) fn ready(
+        &self,
+        sql: impl SqlSafeStr,
+        params: &[Param<'_>],
+    ) -> StoreResult<Ready<DB>> {
+        let sql = sql.into_sql_str();
+        match self.values {
+            Values::Bound => Ready::bound(sql, params),
+            Values::InText => Ok(Ready::text(DB::written_in(sql.as_str(), params)?)),
+        }
     }
 
-    /// A statement bound to a record's identity and its claim's token (fourth parameter).
-    fn owned<'q>(statement: &Arc<str>, claim: &'q Claim) -> Query<'q, DB> {
-        Self::identified(statement, &claim.id).bind(claim.token.to_hex())
+    /// How the statements' values reach the database.
+    pub(crate) fn values(&self) -> Values {
+        self.values
     }
 
-    /// The claim statement (within the quota, when the store has one), bound; the backend
+    /// One of the statements, ready with a record's identity (first three parameters) and
+    /// `more` after it.
+    fn identified(
+        &self,
+        statement: &Arc<str>,
+        id: &RecordId,
+        more: &[Param<'_>],
+    ) -> StoreResult<Ready<DB>> {
+        let mut params = Vec::with_capacity(3 + more.len());
+        params.extend([
+            Param::Text(id.scope.as_str()),
+            Param::Text(id.handler.as_ref()),
+            Param::Text(id.key.as_str()),
+        ]);
+        params.extend_from_slice(more);
+        self.ready(AssertSqlSafe(statement.clone()), &params)
+    }
+
+    /// The claim statement (within the quota, when the store has one), ready; the backend
     /// runs it and reads its answer.
-    pub(crate) fn claim<'q>(&self, claim: &'q Claim) -> Query<'q, DB> {
-        let query = Self::identified(&self.claim, &claim.id)
-            .bind(claim.fingerprint.to_hex())
-            .bind(claim.token.to_hex())
-            .bind(DB::duration(claim.lease))
-            .bind(DB::duration(claim.ttl));
+    pub(crate) fn claim(&self, claim: &Claim) -> StoreResult<Ready<DB>> {
+        let (fingerprint, token) = (claim.fingerprint.to_hex(), claim.token.to_hex());
+        let taken = [
+            Param::Text(&fingerprint),
+            Param::Text(&token),
+            Param::BigInt(DB::duration(claim.lease)),
+            Param::BigInt(DB::duration(claim.ttl)),
+        ];
         match self.quota {
-            Some(records) => query.bind(records),
-            None => query,
+            Some(records) => {
+                let [a, b, c, d] = taken;
+                self.identified(
+                    &self.claim,
+                    &claim.id,
+                    &[a, b, c, d, Param::BigInt(records)],
+                )
+            }
+            None => self.identified(&self.claim, &claim.id, &taken),
         }
     }
 
@@ -194,12 +241,21 @@ where
         self.quota.and_then(|records| u64::try_from(records).ok())
     }
 
-    /// Runs a statement that acts on a claimed record: whether it still owned the record.
+    /// Runs a statement that acts on a claimed record (its identity and token, then `more`):
+    /// whether it still owned the record.
     async fn on_owned<'c>(
-        query: Query<'_, DB>,
+        &self,
+        statement: &Arc<str>,
+        claim: &Claim,
+        more: &[Param<'_>],
         db: impl Executor<'c, Database = DB>,
     ) -> StoreResult<Ownership> {
-        let done = query.execute(db).await.map_err(DB::classify)?;
+        let token = claim.token.to_hex();
+        let mut params = Vec::with_capacity(1 + more.len());
+        params.push(Param::Text(&token));
+        params.extend_from_slice(more);
+        let ready = self.identified(statement, &claim.id, &params)?;
+        let done = db.execute(ready).await.map_err(DB::classify)?;
         Ok(if DB::rows_affected(&done) == 1 {
             Ownership::Held
         } else {
@@ -212,8 +268,8 @@ where
         db: impl Executor<'c, Database = DB>,
         claim: &Claim,
     ) -> StoreResult<Ownership> {
-        let query = Self::owned(&self.renew, claim).bind(DB::duration(claim.lease));
-        Self::on_owned(query, db).await
+        let lease = [Param::BigInt(DB::duration(claim.lease))];
+        self.on_owned(&self.renew, claim, &lease, db).await
     }
 
     pub(crate) async fn complete<'c>(
@@ -245,12 +301,13 @@ where
         payload: &Payload,
     ) -> StoreResult<Ownership> {
         let (status, headers, body) = payload_columns(payload);
-        let query = Self::owned(statement, claim)
-            .bind(status)
-            .bind(headers)
-            .bind(body)
-            .bind(DB::duration(claim.ttl));
-        Self::on_owned(query, db).await
+        let response = [
+            Param::Int(status),
+            Param::NullableText(headers.as_deref()),
+            Param::Bytes(body),
+            Param::BigInt(DB::duration(claim.ttl)),
+        ];
+        self.on_owned(statement, claim, &response, db).await
     }
 
     pub(crate) async fn fail<'c>(
@@ -258,7 +315,7 @@ where
         db: impl Executor<'c, Database = DB>,
         claim: &Claim,
     ) -> StoreResult<Ownership> {
-        Self::on_owned(Self::owned(&self.fail, claim), db).await
+        self.on_owned(&self.fail, claim, &[], db).await
     }
 
     pub(crate) async fn release<'c>(
@@ -266,7 +323,7 @@ where
         db: impl Executor<'c, Database = DB>,
         claim: &Claim,
     ) -> StoreResult<Ownership> {
-        Self::on_owned(Self::owned(&self.release, claim), db).await
+        self.on_owned(&self.release, claim, &[], db).await
     }
 
     pub(crate) async fn get<'c>(
@@ -274,10 +331,8 @@ where
         db: impl Executor<'c, Database = DB>,
         id: &RecordId,
     ) -> StoreResult<Option<Record>> {
-        let row = Self::identified(&self.get, id)
-            .fetch_optional(db)
-            .await
-            .map_err(DB::classify)?;
+        let ready = self.identified(&self.get, id, &[])?;
+        let row = db.fetch_optional(ready).await.map_err(DB::classify)?;
         row.map(|row| Self::record(&row)).transpose()
     }
 
@@ -286,11 +341,9 @@ where
         db: impl Executor<'c, Database = DB>,
         limit: usize,
     ) -> StoreResult<u64> {
-        let done = sqlx::query(AssertSqlSafe(self.purge.clone()))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .execute(db)
-            .await
-            .map_err(DB::classify)?;
+        let limit = [Param::BigInt(i64::try_from(limit).unwrap_or(i64::MAX))];
+        let ready = self.ready(AssertSqlSafe(self.purge.clone()), &limit)?;
+        let done = db.execute(ready).await.map_err(DB::classify)?;
         Ok(DB::rows_affected(&done))
     }
 
@@ -299,10 +352,8 @@ where
         db: impl Executor<'c, Database = DB>,
         id: &RecordId,
     ) -> StoreResult<Option<Inspection>> {
-        let row = Self::identified(&self.inspect, id)
-            .fetch_optional(db)
-            .await
-            .map_err(DB::classify)?;
+        let ready = self.identified(&self.inspect, id, &[])?;
+        let row = db.fetch_optional(ready).await.map_err(DB::classify)?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -331,10 +382,8 @@ where
         db: impl Executor<'c, Database = DB>,
         id: &RecordId,
     ) -> StoreResult<bool> {
-        let done = Self::identified(&self.evict, id)
-            .execute(db)
-            .await
-            .map_err(DB::classify)?;
+        let ready = self.identified(&self.evict, id, &[])?;
+        let done = db.execute(ready).await.map_err(DB::classify)?;
         Ok(DB::rows_affected(&done) > 0)
     }
 
@@ -345,12 +394,12 @@ where
         db: impl Executor<'c, Database = DB>,
         id: &RecordId,
     ) -> StoreResult<Duration> {
-        let row = sqlx::query(AssertSqlSafe(self.first_expiry.clone()))
-            .bind(id.scope.as_str())
-            .bind(self.quota.unwrap_or(1))
-            .fetch_one(db)
-            .await
-            .map_err(DB::classify)?;
+        let params = [
+            Param::Text(id.scope.as_str()),
+            Param::BigInt(self.quota.unwrap_or(1)),
+        ];
+        let ready = self.ready(AssertSqlSafe(self.first_expiry.clone()), &params)?;
+        let row = db.fetch_one(ready).await.map_err(DB::classify)?;
         let wait: Option<i64> = row.try_get("first_expiry").map_err(DB::classify)?;
         Ok(wait.map_or(Duration::from_secs(1), DB::span))
     }
@@ -359,10 +408,8 @@ where
         &self,
         db: impl Executor<'c, Database = DB>,
     ) -> StoreResult<Stats> {
-        let row = sqlx::query(AssertSqlSafe(self.stats.clone()))
-            .fetch_one(db)
-            .await
-            .map_err(DB::classify)?;
+        let ready = self.ready(AssertSqlSafe(self.stats.clone()), &[])?;
+        let row = db.fetch_one(ready).await.map_err(DB::classify)?;
         let count = |column: &str| -> StoreResult<u64> {
             let number: i64 = row.try_get(column).map_err(DB::classify)?;
             Ok(u64::try_from(number).unwrap_or(0))
@@ -452,9 +499,9 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
     for<'a> &'a [u8]: Encode<'a, DB> + Type<DB>,
-    String: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
-    Option<String>: for<'a> Encode<'a, DB>,
+    String: for<'a> Decode<'a, DB> + Type<DB>,
     i64: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
     i32: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
     Vec<u8>: for<'a> Decode<'a, DB> + Type<DB>,
@@ -550,9 +597,9 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
     for<'a> &'a [u8]: Encode<'a, DB> + Type<DB>,
-    String: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
-    Option<String>: for<'a> Encode<'a, DB>,
+    String: for<'a> Decode<'a, DB> + Type<DB>,
     i64: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
     i32: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
     Vec<u8>: for<'a> Decode<'a, DB> + Type<DB>,

@@ -16,7 +16,8 @@ use idem_runtime::{
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpListener;
 
 use crate::payments::{self, Payment, Payments};
@@ -149,7 +150,9 @@ pub async fn create_payment_pg(
     Json(req): Json<NewPayment>,
 ) -> Result<(StatusCode, Json<Payment>), ApiError> {
     process(&app, &req).await?;
-    let payment = payments::record_in(&mut *tx, req.amount, &req.currency)
+    let payment = app
+        .payments
+        .record_in(&mut *tx, req.amount, &req.currency)
         .await
         .map_err(|e| ApiError::Database(e.into()))?;
     Ok((StatusCode::CREATED, Json(payment)))
@@ -163,7 +166,9 @@ pub async fn create_payment_sqlite(
     Json(req): Json<NewPayment>,
 ) -> Result<(StatusCode, Json<Payment>), ApiError> {
     process(&app, &req).await?;
-    let payment = payments::record_in(&mut *tx, req.amount, &req.currency)
+    let payment = app
+        .payments
+        .record_in(&mut *tx, req.amount, &req.currency)
         .await
         .map_err(|e| ApiError::Database(e.into()))?;
     Ok((StatusCode::CREATED, Json(payment)))
@@ -214,7 +219,7 @@ async fn metrics(State(app): State<AppState>) -> Response {
 /// `POST /payments` for the state's mode and database: one of the three handlers.
 fn create(state: &AppState) -> MethodRouter<AppState> {
     match (state.mode, &state.payments) {
-        (Mode::Transactional, Payments::Postgres(_)) => post(create_payment_pg),
+        (Mode::Transactional, Payments::Postgres { .. }) => post(create_payment_pg),
         (Mode::Transactional, Payments::Sqlite(_)) => post(create_payment_sqlite),
         _ => post(create_payment),
     }
@@ -246,21 +251,37 @@ pub async fn open(settings: &Settings) -> Result<(Arc<dyn IdempotencyStore>, Pay
             (Arc::new(store), payments)
         }
         StoreUrl::Postgres(url) => {
-            let store = match settings.pg_pool {
+            let mut store = match settings.pg_pool {
                 None => PostgresStore::connect(url).await?,
                 // One pool of that size for everything: the store's statements, the handlers'
                 // transactions and the payments list.
-                Some(size) => PostgresStore::new(
-                    PgPoolOptions::new()
-                        .max_connections(size)
-                        .acquire_timeout(Duration::from_secs(5))
-                        .test_before_acquire(false)
-                        .connect(url)
-                        .await?,
-                ),
+                Some(size) => {
+                    let mut options: PgConnectOptions = url.parse()?;
+                    if settings.pg_pooler {
+                        // The store's statements carry keys and bodies in their text then.
+                        options = options.disable_statement_logging();
+                    }
+                    PostgresStore::new(
+                        PgPoolOptions::new()
+                            .max_connections(size)
+                            .acquire_timeout(Duration::from_secs(5))
+                            .test_before_acquire(false)
+                            .connect_with(options)
+                            .await?,
+                    )
+                }
             };
+            if settings.pg_pooler {
+                store = store.behind_pooler();
+            }
+            if let Some(direct) = &settings.pg_listen_url {
+                store = store.listen_url(direct)?;
+            }
             store.migrate().await?;
-            let payments = Payments::Postgres(store.pool().clone());
+            let payments = Payments::Postgres {
+                pool: store.pool().clone(),
+                behind_pooler: settings.pg_pooler,
+            };
             (Arc::new(store), payments)
         }
         StoreUrl::Redis(url) => {
@@ -319,7 +340,9 @@ impl AppState {
     /// The handler name under which `POST /payments` keeps its records in this state's mode.
     pub fn create_handler(&self) -> &'static str {
         match (self.mode, &self.payments) {
-            (Mode::Transactional, Payments::Postgres(_)) => "idem_examples::app::create_payment_pg",
+            (Mode::Transactional, Payments::Postgres { .. }) => {
+                "idem_examples::app::create_payment_pg"
+            }
             (Mode::Transactional, Payments::Sqlite(_)) => {
                 "idem_examples::app::create_payment_sqlite"
             }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use idem_runtime::RedisConnection;
 use idem_runtime::redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
+use sqlx::database::HasStatementCache;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, PgPool, SqlitePool, Type};
 
 /// A recorded payment.
@@ -41,7 +42,14 @@ pub enum Payments {
     /// The `payments` table of a SQLite database.
     Sqlite(SqlitePool),
     /// The `payments` table of a Postgres database, shared by every instance.
-    Postgres(PgPool),
+    Postgres {
+        /// Where the statements run.
+        pool: PgPool,
+        /// Postgres is behind a transaction-mode pooler, which keeps no named statement: the
+        /// example's statements are then unnamed, and run in a transaction (README, "Behind a
+        /// connection pooler").
+        behind_pooler: bool,
+    },
     /// The [`REDIS_LIST`] list of the Redis that holds the idempotency records, shared by
     /// every instance.
     Redis(RedisConnection),
@@ -68,13 +76,14 @@ impl Payments {
                 .await?;
                 Ok(())
             }
-            Payments::Postgres(pool) => {
+            Payments::Postgres { pool, .. } => {
                 let mut tx = pool.begin().await?;
-                // CREATE TABLE IF NOT EXISTS races with itself across connections.
-                sqlx::query("SELECT pg_advisory_xact_lock(7261636)")
+                // CREATE TABLE IF NOT EXISTS races with itself across connections. Plain text
+                // without parameters: one round trip, through a pooler too.
+                sqlx::raw_sql("SELECT pg_advisory_xact_lock(7261636)")
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(
+                sqlx::raw_sql(
                     "CREATE TABLE IF NOT EXISTS payments (
                         id BIGSERIAL PRIMARY KEY,
                         amount BIGINT NOT NULL,
@@ -101,8 +110,22 @@ impl Payments {
                 });
                 id
             }
-            Payments::Sqlite(pool) => insert(pool, amount, currency).await?,
-            Payments::Postgres(pool) => insert(pool, amount, currency).await?,
+            Payments::Sqlite(pool) => insert(pool, amount, currency, true).await?,
+            Payments::Postgres {
+                pool,
+                behind_pooler: false,
+            } => insert(pool, amount, currency, true).await?,
+            Payments::Postgres {
+                pool,
+                behind_pooler: true,
+            } => {
+                // An unnamed statement is parsed in one round trip and run in a second; in a
+                // transaction the pooler keeps one server connection for both.
+                let mut tx = pool.begin().await?;
+                let id = insert(&mut *tx, amount, currency, false).await?;
+                tx.commit().await?;
+                id
+            }
             Payments::Redis(connection) => {
                 let entry = serde_json::to_string(&Entry {
                     amount,
@@ -124,7 +147,7 @@ impl Payments {
         match self {
             Payments::Memory(list) => Ok(list.lock().unwrap_or_else(|p| p.into_inner()).clone()),
             Payments::Sqlite(pool) => Ok(select(pool).await?),
-            Payments::Postgres(pool) => Ok(select(pool).await?),
+            Payments::Postgres { pool, .. } => Ok(select(pool).await?),
             Payments::Redis(connection) => {
                 let entries: Vec<String> = connection.clone().lrange(REDIS_LIST, 0, -1).await?;
                 let mut payments = Vec::with_capacity(entries.len());
@@ -142,56 +165,70 @@ impl Payments {
     }
 }
 
-/// Records a payment through `db` (a transaction's connection, say) in the `payments` table of
-/// either database, and returns it with its id.
-pub async fn record_in<'c, DB>(
-    db: impl Executor<'c, Database = DB>,
-    amount: i64,
-    currency: &str,
-) -> Result<Payment, sqlx::Error>
-where
-    DB: Database,
-    DB::Arguments: IntoArguments<DB>,
-    i64: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
-    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
-    (i64,): for<'r> FromRow<'r, DB::Row>,
-{
-    let id = insert(db, amount, currency).await?;
-    Ok(Payment {
-        id,
-        amount,
-        currency: currency.to_owned(),
-    })
+impl Payments {
+    /// Records a payment through `db` (a transaction's connection, say) in the `payments`
+    /// table of either database, and returns it with its id.
+    pub async fn record_in<'c, DB>(
+        &self,
+        db: impl Executor<'c, Database = DB>,
+        amount: i64,
+        currency: &str,
+    ) -> Result<Payment, sqlx::Error>
+    where
+        DB: Database + HasStatementCache,
+        DB::Arguments: IntoArguments<DB>,
+        i64: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
+        for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+        (i64,): for<'r> FromRow<'r, DB::Row>,
+    {
+        let named = !matches!(
+            self,
+            Payments::Postgres {
+                behind_pooler: true,
+                ..
+            }
+        );
+        let id = insert(db, amount, currency, named).await?;
+        Ok(Payment {
+            id,
+            amount,
+            currency: currency.to_owned(),
+        })
+    }
 }
 
-/// Inserts a payment into the `payments` table of either database; answers its id.
+/// Inserts a payment into the `payments` table of either database; answers its id. `named`:
+/// prepared once per connection, else parsed on each call.
 async fn insert<'c, DB>(
     db: impl Executor<'c, Database = DB>,
     amount: i64,
     currency: &str,
+    named: bool,
 ) -> Result<i64, sqlx::Error>
 where
-    DB: Database,
+    DB: Database + HasStatementCache,
     DB::Arguments: IntoArguments<DB>,
     i64: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
     for<'a> &'a str: Encode<'a, DB> + Type<DB>,
     (i64,): for<'r> FromRow<'r, DB::Row>,
 {
     sqlx::query_scalar("INSERT INTO payments (amount, currency) VALUES ($1, $2) RETURNING id")
+        .persistent(named)
         .bind(amount)
         .bind(currency)
         .fetch_one(db)
         .await
 }
 
-/// Every row of the `payments` table of either database, in order.
+/// Every row of the `payments` table of either database, in order: a statement without
+/// parameters, sent as plain text in one round trip, so that it works through a pooler too.
 async fn select<'c, DB>(db: impl Executor<'c, Database = DB>) -> Result<Vec<Payment>, sqlx::Error>
 where
     DB: Database,
-    DB::Arguments: IntoArguments<DB>,
     Payment: for<'r> FromRow<'r, DB::Row>,
 {
-    sqlx::query_as("SELECT id, amount, currency FROM payments ORDER BY id")
+    let rows = sqlx::raw_sql("SELECT id, amount, currency FROM payments ORDER BY id")
         .fetch_all(db)
-        .await
+        .await?;
+    rows.iter().map(Payment::from_row).collect()
 }

@@ -99,11 +99,32 @@ pub struct Settings {
     /// statements, transactions and the payments list) instead of the store's own 10 and its
     /// pool's 10.
     pub pg_pool: Option<u32>,
+    /// `IDEM_PG_POOLER=transaction`: Postgres is behind a pooler in transaction mode
+    /// (PgBouncer's `pool_mode = transaction`), so the store's statements go as text and the
+    /// example's own are unnamed, in transactions (`PostgresStore::behind_pooler`).
+    pub pg_pooler: bool,
+    /// `IDEM_PG_LISTEN_URL`: a direct `postgres://` URL on which waiting listens for the
+    /// announcements that wake waiters, when `IDEM_STORE` goes through a pooler
+    /// (`PostgresStore::listen_url`); without it, waiters behind a pooler poll.
+    pub pg_listen_url: Option<String>,
     /// `IDEM_REDIS_ASSUME_NOEVICTION=1`: on Redis, skip reading `maxmemory-policy` at start
     /// (for a managed Redis that refuses `CONFIG`; its policy must be `noeviction`).
     pub redis_assume_noeviction: bool,
     /// How often expired keys are purged.
     pub purge_every: Duration,
+}
+
+/// `IDEM_PG_POOLER`: `transaction` when Postgres is behind a transaction-mode pooler, `none`
+/// (or unset) when the store connects to it directly.
+pub fn pg_pooler(var: impl Fn(&str) -> Option<String>) -> Result<bool, String> {
+    match var("IDEM_PG_POOLER").as_deref() {
+        None | Some("none") => Ok(false),
+        Some("transaction") => Ok(true),
+        Some(other) => Err(format!(
+            "IDEM_PG_POOLER must be `transaction` (behind PgBouncer's pool_mode = transaction) \
+             or `none`, not {other:?}"
+        )),
+    }
 }
 
 /// The default store: a SQLite file in the working folder.
@@ -162,6 +183,19 @@ impl Settings {
                 )),
             })
             .transpose()?;
+        let pg_pooler = pg_pooler(&var)?;
+        let pg_listen_url = var("IDEM_PG_LISTEN_URL");
+        if let Some(url) = &pg_listen_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err("IDEM_PG_LISTEN_URL must be a `postgres://` URL".into());
+        }
+        if (pg_pooler || pg_listen_url.is_some()) && !matches!(store, StoreUrl::Postgres(_)) {
+            return Err(format!(
+                "IDEM_PG_POOLER and IDEM_PG_LISTEN_URL are for a Postgres store, not the {} store",
+                store.kind()
+            ));
+        }
         let redis_assume_noeviction = match var("IDEM_REDIS_ASSUME_NOEVICTION").as_deref() {
             None | Some("0") => false,
             Some("1") => true,
@@ -180,6 +214,8 @@ impl Settings {
             wait,
             mode,
             pg_pool,
+            pg_pooler,
+            pg_listen_url,
             redis_assume_noeviction,
             purge_every: Duration::from_secs(60),
         })
@@ -224,6 +260,37 @@ mod tests {
         assert_eq!((pg.mode, pg.pg_pool), (Mode::Transactional, Some(2)));
         let err = read(&[("IDEM_STORE", "memory"), ("IDEM_MODE", "transactional")]).unwrap_err();
         assert!(err.contains("memory store has no transaction"), "{err}");
+    }
+
+    #[test]
+    fn a_pooler_and_a_listen_url_are_postgres_settings() {
+        let pooled = read(&[
+            ("IDEM_STORE", "postgres://x@pgbouncer:6432/y"),
+            ("IDEM_PG_POOLER", "transaction"),
+            ("IDEM_PG_LISTEN_URL", "postgres://x@db:5432/y"),
+        ])
+        .unwrap();
+        assert!(pooled.pg_pooler);
+        assert_eq!(
+            pooled.pg_listen_url.as_deref(),
+            Some("postgres://x@db:5432/y")
+        );
+        let direct = read(&[("IDEM_STORE", "postgres://x/y"), ("IDEM_PG_POOLER", "none")]);
+        assert!(direct.is_ok_and(|s| !s.pg_pooler && s.pg_listen_url.is_none()));
+        for bad in [
+            vec![
+                ("IDEM_STORE", "postgres://x/y"),
+                ("IDEM_PG_POOLER", "session"),
+            ],
+            vec![
+                ("IDEM_STORE", "postgres://x/y"),
+                ("IDEM_PG_LISTEN_URL", "db:5432"),
+            ],
+            vec![("IDEM_STORE", "memory"), ("IDEM_PG_POOLER", "transaction")],
+        ] {
+            let err = read(&bad).unwrap_err();
+            assert!(err.contains("IDEM_PG_"), "{err}");
+        }
     }
 
     #[test]

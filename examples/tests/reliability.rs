@@ -43,21 +43,46 @@ async fn duplicate_storm_across_two_instances_runs_each_key_once() {
         return;
     };
     let url = db.url();
-    let env = [
-        ("IDEM_STORE", url.as_str()),
-        ("IDEM_MODE", "plain"),
-        ("PAYMENTS_LATENCY_MS", "50"),
-    ];
+    duplicate_storm("", &[("IDEM_STORE", &url), ("IDEM_MODE", "plain")]).await;
+}
+
+/// The same storm with both instances behind PgBouncer in transaction mode on two server
+/// connections (README, "Behind a connection pooler"): the store, its migrations and the
+/// example's own statements all go through the pooler, in either mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_storm_behind_pgbouncer_runs_each_key_once() {
+    let Some((_db, url)) = idem_tests::bouncer::database().await else {
+        return;
+    };
+    for mode in ["transactional", "plain"] {
+        let env = [
+            ("IDEM_STORE", url.as_str()),
+            ("IDEM_PG_POOLER", "transaction"),
+            ("IDEM_MODE", mode),
+        ];
+        duplicate_storm(&format!(" behind pgbouncer, {mode}"), &env).await;
+    }
+}
+
+/// Two instances on `env`, every copy of a key at once, half through each: one payment per
+/// key (counting those of an earlier storm on the same database).
+async fn duplicate_storm(what: &str, env: &[(&str, &str)]) {
+    let env = [env, &[("PAYMENTS_LATENCY_MS", "50")]].concat();
     let (a, b) = tokio::join!(Service::start(&env), Service::start(&env));
     let clients = [a.client, b.client];
-    let (sent, took) = storm::send(clients, "storm-key").await;
+    let before = clients[0].payment_count().await.unwrap();
+    let prefix = format!("storm-key{}", what.replace([' ', ','], "-"));
+    let (sent, took) = storm::send(clients, &prefix).await;
     let statuses = storm::check(&sent, clients).await;
-    let count = clients[0].payment_count().await.unwrap();
+    let count = clients[0].payment_count().await.unwrap() - before;
     assert_eq!(count, storm::KEYS, "one payment per key");
-    assert_eq!(clients[1].payment_count().await.unwrap(), storm::KEYS);
+    assert_eq!(
+        clients[1].payment_count().await.unwrap() - before,
+        storm::KEYS
+    );
     println!(
-        "duplicate storm: {} keys x {} copies over 2 instances in {took:?}; payments created \
-         {count}; statuses {statuses:?}",
+        "duplicate storm{what}: {} keys x {} copies over 2 instances in {took:?}; payments \
+         created {count}; statuses {statuses:?}",
         storm::KEYS,
         storm::COPIES,
     );

@@ -3,7 +3,9 @@
 //!
 //! - `POST /bare`: the handler as it is.
 //! - `POST /idem`: the same handler under `#[idempotent]`, on the store named by `IDEM_STORE`
-//!   (`memory`, `sqlite://PATH` or a `postgres://` URL; default `memory`).
+//!   (`memory`, `sqlite://PATH` or a `postgres://` URL; default `memory`); with
+//!   `IDEM_PG_POOLER=transaction`, a Postgres store sends its statements as text, as behind a
+//!   transaction-mode pooler (`PostgresStore::behind_pooler`), whether or not one is there.
 //! - `POST /peer` (feature `peer-bench`): the same handler behind the `axum-idempotent` crate,
 //!   direct-key mode on its in-memory (moka) session store. It caches only for requests that
 //!   carry a session, so a client first calls `POST /peer/session` and sends back the cookie.
@@ -19,7 +21,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use bytes::Bytes;
 use idem_examples::app;
-use idem_examples::settings::StoreUrl;
+use idem_examples::settings::{self, StoreUrl};
 use idem_runtime::{
     IdempotencyStore, MemoryStore, PostgresStore, RedisStore, SqliteStore, Store, idempotent,
 };
@@ -59,7 +61,7 @@ async fn idem(State(app): State<BenchState>, body: Bytes) -> (StatusCode, Json<A
     )
 }
 
-async fn open(url: &StoreUrl) -> Result<Arc<dyn IdempotencyStore>, app::Error> {
+async fn open(url: &StoreUrl, pooler: bool) -> Result<Arc<dyn IdempotencyStore>, app::Error> {
     Ok(match url {
         // Room for every key a full benchmark run sends: the default (1 million) would fill.
         StoreUrl::Memory => Arc::new(MemoryStore::with_capacity(64_000_000)),
@@ -69,7 +71,10 @@ async fn open(url: &StoreUrl) -> Result<Arc<dyn IdempotencyStore>, app::Error> {
             Arc::new(store)
         }
         StoreUrl::Postgres(url) => {
-            let store = PostgresStore::connect(url).await?;
+            let mut store = PostgresStore::connect(url).await?;
+            if pooler {
+                store = store.behind_pooler();
+            }
             store.migrate().await?;
             Arc::new(store)
         }
@@ -81,8 +86,9 @@ async fn open(url: &StoreUrl) -> Result<Arc<dyn IdempotencyStore>, app::Error> {
 async fn main() -> Result<(), app::Error> {
     let url = StoreUrl::parse(&std::env::var("IDEM_STORE").unwrap_or_else(|_| "memory".into()))?;
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:0".into());
+    let pooler = settings::pg_pooler(|name| std::env::var(name).ok())?;
     let state = BenchState {
-        idem: Store::from_arc(open(&url).await?),
+        idem: Store::from_arc(open(&url, pooler).await?),
     };
     let router = Router::new()
         .route("/bare", post(bare))

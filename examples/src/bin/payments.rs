@@ -1,7 +1,7 @@
 //! The payments service. `IDEM_STORE`, `BIND`, `PAYMENTS_LATENCY_MS`, `IDEM_LEASE`,
-//! `IDEM_RETRIES`, `IDEM_WAIT`, `IDEM_MODE` (`plain` or `transactional`), `IDEM_PG_POOL` and
-//! `IDEM_REDIS_ASSUME_NOEVICTION` configure it;
-//! `RUST_LOG` sets the log level.
+//! `IDEM_RETRIES`, `IDEM_WAIT`, `IDEM_MODE` (`plain` or `transactional`), `IDEM_PG_POOL`,
+//! `IDEM_PG_POOLER` (`transaction`), `IDEM_PG_LISTEN_URL` and `IDEM_REDIS_ASSUME_NOEVICTION`
+//! configure it; `RUST_LOG` sets the log level.
 
 use std::process::ExitCode;
 

@@ -110,11 +110,11 @@ impl Payments {
                 });
                 id
             }
-            Payments::Sqlite(pool) => insert(pool, amount, currency, true).await?,
+            Payments::Sqlite(pool) => self.record_in(pool, amount, currency).await?.id,
             Payments::Postgres {
                 pool,
                 behind_pooler: false,
-            } => insert(pool, amount, currency, true).await?,
+            } => self.record_in(pool, amount, currency).await?.id,
             Payments::Postgres {
                 pool,
                 behind_pooler: true,
@@ -122,7 +122,7 @@ impl Payments {
                 // An unnamed statement is parsed in one round trip and run in a second; in a
                 // transaction the pooler keeps one server connection for both.
                 let mut tx = pool.begin().await?;
-                let id = insert(&mut *tx, amount, currency, false).await?;
+                let id = self.record_in(&mut *tx, amount, currency).await?.id;
                 tx.commit().await?;
                 id
             }
@@ -167,7 +167,8 @@ impl Payments {
 
 impl Payments {
     /// Records a payment through `db` (a transaction's connection, say) in the `payments`
-    /// table of either database, and returns it with its id.
+    /// table of either database, and returns it with its id. The statement is named, prepared
+    /// once per connection, except behind a pooler.
     pub async fn record_in<'c, DB>(
         &self,
         db: impl Executor<'c, Database = DB>,
@@ -188,36 +189,20 @@ impl Payments {
                 ..
             }
         );
-        let id = insert(db, amount, currency, named).await?;
+        let id = sqlx::query_scalar(
+            "INSERT INTO payments (amount, currency) VALUES ($1, $2) RETURNING id",
+        )
+        .persistent(named)
+        .bind(amount)
+        .bind(currency)
+        .fetch_one(db)
+        .await?;
         Ok(Payment {
             id,
             amount,
             currency: currency.to_owned(),
         })
     }
-}
-
-/// Inserts a payment into the `payments` table of either database; answers its id. `named`:
-/// prepared once per connection, else parsed on each call.
-async fn insert<'c, DB>(
-    db: impl Executor<'c, Database = DB>,
-    amount: i64,
-    currency: &str,
-    named: bool,
-) -> Result<i64, sqlx::Error>
-where
-    DB: Database + HasStatementCache,
-    DB::Arguments: IntoArguments<DB>,
-    i64: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>,
-    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
-    (i64,): for<'r> FromRow<'r, DB::Row>,
-{
-    sqlx::query_scalar("INSERT INTO payments (amount, currency) VALUES ($1, $2) RETURNING id")
-        .persistent(named)
-        .bind(amount)
-        .bind(currency)
-        .fetch_one(db)
-        .await
 }
 
 /// Every row of the `payments` table of either database, in order: a statement without

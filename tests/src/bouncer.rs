@@ -14,12 +14,11 @@
 //! URL's user without a password (PgBouncer here trusts its clients and forwards none).
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::Mutex;
 
-use idem_runtime::{OwnerToken, PostgresStore, Store};
+use idem_runtime::{PostgresStore, Store};
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::OnceCell;
@@ -128,29 +127,13 @@ fn find_binary() -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
-}
-
 /// Starts PgBouncer in front of `host:port`, waiting for the line in which it says it is up.
 fn start(host: &str, upstream: u16, user: &str) -> Result<Bouncer, String> {
     let bin = find_binary().ok_or(
         "no pgbouncer binary on PATH or in /usr/sbin (install the `pgbouncer` package; .ci/run \
          does)",
     )?;
-    let dir = std::env::temp_dir().join(format!(
-        "idem-pgbouncer-{}-{}",
-        std::process::id(),
-        &OwnerToken::random().to_hex()[..8]
-    ));
-    std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port: {e}"))?
-        .port();
+    let (dir, port) = pg::folder_and_port("pgbouncer")?;
     write_config(&dir, host, upstream, port, user)?;
     // The watchdog: PgBouncer in the foreground, logging to the watchdog's stdout; stopped by
     // its PID once this process's pipe closes.
@@ -162,23 +145,7 @@ kill -INT "$pid" 2>/dev/null
 wait "$pid"
 rm -rf "$2"
 "#;
-    let mut command = if is_root() {
-        let owner = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status();
-        if !owner.is_ok_and(|s| s.success()) {
-            return Err("running as root, and `chown postgres` failed (no postgres user?)".into());
-        }
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", "sh", "-c", script, "watchdog"]);
-        c
-    } else {
-        let mut c = Command::new("sh");
-        c.args(["-c", script, "watchdog"]);
-        c
-    };
-    let mut child = command
+    let mut child = pg::owner_shell(script, &dir)?
         .arg(&bin)
         .arg(&dir)
         .stdin(Stdio::piped())

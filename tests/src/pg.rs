@@ -404,9 +404,11 @@ async fn run_as_owner(script: &str, args: &[&Path]) {
     );
 }
 
-fn spawn_server(bin: &Path, durable: bool) -> Result<((Child, ChildStdin), u16, PathBuf), String> {
+/// A folder of its own under the temp dir (`idem-<what>-<pid>-<random>`) and a free loopback
+/// port, for a server the tests start.
+pub(crate) fn folder_and_port(what: &str) -> Result<(PathBuf, u16), String> {
     let dir = std::env::temp_dir().join(format!(
-        "idem-pg-{}-{}",
+        "idem-{what}-{}-{}",
         std::process::id(),
         &OwnerToken::random().to_hex()[..8]
     ));
@@ -415,24 +417,32 @@ fn spawn_server(bin: &Path, durable: bool) -> Result<((Child, ChildStdin), u16, 
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("no free port: {e}"))?
         .port();
-    let script = watchdog_script();
-    let mut command = if is_root() {
-        let owner = Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(&dir)
-            .status();
-        if !owner.is_ok_and(|s| s.success()) {
-            return Err("running as root, and `chown postgres` failed (no postgres user?)".into());
-        }
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", "sh", "-c", &script, "watchdog"]);
-        c
-    } else {
+    Ok((dir, port))
+}
+
+/// `sh -c script watchdog`, as the `postgres` user (given `dir` and what is in it) when running
+/// as root, which initdb and PgBouncer refuse.
+pub(crate) fn owner_shell(script: &str, dir: &Path) -> Result<Command, String> {
+    if !is_root() {
         let mut c = Command::new("sh");
-        c.args(["-c", &script, "watchdog"]);
-        c
-    };
-    let mut child = command
+        c.args(["-c", script, "watchdog"]);
+        return Ok(c);
+    }
+    let owner = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir)
+        .status();
+    if !owner.is_ok_and(|s| s.success()) {
+        return Err("running as root, and `chown postgres` failed (no postgres user?)".into());
+    }
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--", "sh", "-c", script, "watchdog"]);
+    Ok(c)
+}
+
+fn spawn_server(bin: &Path, durable: bool) -> Result<((Child, ChildStdin), u16, PathBuf), String> {
+    let (dir, port) = folder_and_port("pg")?;
+    let mut child = owner_shell(&watchdog_script(), &dir)?
         .arg(&dir)
         .arg(bin)
         .arg(port.to_string())

@@ -84,6 +84,8 @@
 
 mod engine;
 pub mod function;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 #[cfg(feature = "axum")]
 mod http;
 mod stores;
@@ -218,6 +220,12 @@ pub mod __private {
     /// Plain-function mode: the runtime entry and its helpers.
     pub use crate::function::{
         Arguments, key, run as call, run_transactional as call_transactional,
+    };
+
+    /// The gRPC adapter's entries and the service's clone.
+    #[cfg(feature = "tonic")]
+    pub use crate::grpc::{
+        run as grpc_run, run_transactional as grpc_run_transactional, service as grpc_service,
     };
 
     /// The handler name of a method: its `Self` type's name and the method's.

@@ -6,20 +6,16 @@
 
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{quote, quote_spanned};
+use syn::Ident;
 use syn::spanned::Spanned as _;
-use syn::{Ident, parse_quote};
 
 use crate::args::Args;
-use crate::emit::{config_builder, store_function};
+use crate::emit::{config_builder, private_path, store_and_scope};
 use crate::grpc::{Form, Method, self_name};
 
 /// The generated method.
 pub(crate) fn emit(args: &Args, method: Method) -> TokenStream {
-    let krate = args
-        .krate
-        .clone()
-        .unwrap_or_else(|| parse_quote!(::idem_runtime));
-    let private = quote!(#krate::__private);
+    let private = private_path(args);
     let local = |name: &str| Ident::new(name, Span::mixed_site());
     let (store, target, service, body, config) = (
         local("__idem_store"),
@@ -41,15 +37,7 @@ pub(crate) fn emit(args: &Args, method: Method) -> TokenStream {
         output,
     } = method;
 
-    let store_fn = store_function(args);
-    let store_value = match &args.store {
-        Some(expr) => quote_spanned!(expr.span()=> #private::#store_fn(&(#expr))),
-        None => quote!(::core::compile_error!("missing `store`")),
-    };
-    let scope_value = match &args.scope {
-        Some(expr) => quote_spanned!(expr.span()=> #private::scope(&(#expr))),
-        None => quote!(::std::string::String::new()),
-    };
+    let (store_value, scope_value) = store_and_scope(args, &private);
     let name = Literal::string(&sig.ident.to_string());
     let config_value = config_builder(args, &private);
 

@@ -12,7 +12,7 @@ use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
 use syn::{
     Attribute, Block, Error, Expr, ExprPath, FnArg, GenericArgument, Ident, ImplItemFn, Item,
-    ItemFn, PatType, PathArguments, ReturnType, Signature, Stmt, Type, TypeParamBound, Visibility,
+    PatType, PathArguments, ReturnType, Signature, Stmt, Type, TypeParamBound, Visibility,
 };
 
 use crate::args::Errors;

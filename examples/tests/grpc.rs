@@ -319,6 +319,34 @@ pub async fn a_cancelled_call_finishes_and_its_answer_is_stored(backend: Backend
     assert_eq!(probe.runs.load(Ordering::SeqCst), 1, "never run twice");
 }
 
+pub async fn with_wait_a_duplicate_gets_the_owners_answer(backend: Backend) {
+    let store = Store::from_arc(backend).override_wait(Duration::from_secs(10));
+    let Running { probe, mut client } = serve(store, 0).await;
+    let mut first_client = client.clone();
+    let first = tokio::spawn(async move {
+        first_client
+            .create_payment(pay(Some("order-0011"), 1200, "EUR"))
+            .await
+    });
+    probe.started.notified().await;
+    let duplicate = tokio::spawn(async move {
+        client
+            .create_payment(pay(Some("order-0011"), 1200, "EUR"))
+            .await
+    });
+    // Without `wait` the duplicate, sent while the owner is held, would be ABORTED at once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    probe.gate.add_permits(OPEN);
+    let first = first.await.unwrap().unwrap();
+    let duplicate = duplicate.await.unwrap().unwrap();
+    assert!(
+        replayed(duplicate.metadata()),
+        "the owner's answer, replayed"
+    );
+    assert_eq!(duplicate.into_inner(), first.into_inner());
+    assert_eq!(probe.runs.load(Ordering::SeqCst), 1);
+}
+
 /// The store down when claiming: `UNAVAILABLE` with `retry-after: 1`, and nothing runs.
 async fn a_store_outage_is_unavailable_and_nothing_runs(backend: Backend) {
     let failing = Arc::new(FailingStore::new(backend));
@@ -388,5 +416,6 @@ on_every_store!(
     another_error_status_is_kept_and_replayed_whole,
     one_key_under_two_scopes_is_two_records,
     a_cancelled_call_finishes_and_its_answer_is_stored,
+    with_wait_a_duplicate_gets_the_owners_answer,
     a_store_outage_is_unavailable_and_nothing_runs,
 );

@@ -5,6 +5,7 @@
 //! adapter").
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -18,6 +19,7 @@ use crate::engine::detach::Detach;
 use crate::engine::execute::{Lendable, Settle, Verdict, execute};
 use crate::engine::fingerprint::Fingerprint;
 use crate::engine::handle::Store;
+use crate::engine::job::Job;
 use crate::engine::key::{IdempotencyKey, KeyError};
 use crate::engine::outcome::Outcome;
 use crate::engine::record::Target;
@@ -82,8 +84,9 @@ where
         Prepared::Unguarded => Either::Left(Either::Left(method(request))),
         Prepared::Refused(status) => Either::Left(Either::Right(std::future::ready(Err(status)))),
         Prepared::Job(job, span) => Either::Right(detach(
-            execute(store, job, move |_| settle(method(request), limit)),
+            execute(store, job.clone(), move |_| settle(method(request), limit)),
             span,
+            job,
         )),
     }
 }
@@ -110,7 +113,7 @@ where
     // A transactional method always has a key: the attribute refuses `optional` with it.
     match prepare(&store, config, target, &request) {
         Prepared::Job(job, span) => Either::Right(detach(
-            execute(store, job, move |lent| async move {
+            execute(store, job.clone(), move |lent| async move {
                 match lent.and_then(L::lend) {
                     Some(tx) => settle(method(request, tx), limit).await,
                     None => {
@@ -122,6 +125,7 @@ where
                 }
             }),
             span,
+            job,
         )),
         Prepared::Refused(status) => Either::Left(std::future::ready(Err(status))),
         Prepared::Unguarded => {
@@ -137,7 +141,7 @@ enum Prepared {
     /// Answered before any store access (a missing or invalid key).
     Refused(Status),
     /// An idempotent call to run, in its span.
-    Job(std::sync::Arc<crate::engine::job::Job>, tracing::Span),
+    Job(Arc<Job>, tracing::Span),
 }
 
 /// Reads and checks the key from the metadata entry the method names, and prepares the claim,
@@ -204,8 +208,9 @@ where
 fn detach<R: Message>(
     call: impl Future<Output = Verdict<Answer<R>>> + Send + 'static,
     span: tracing::Span,
+    job: Arc<Job>,
 ) -> impl Future<Output = Answer<R>> + Send {
-    Detach::new(call.map(verdict).instrument(span), || {
+    Detach::new(call.map(verdict).instrument(span), job, || {
         Err(Refusal::Failed.status(None, None))
     })
 }

@@ -35,7 +35,10 @@ impl Refusal {
     /// The refusal an outcome answers with, if the library answers at all.
     pub(crate) const fn answering(outcome: Outcome) -> Option<Refusal> {
         match outcome {
-            Outcome::Executed | Outcome::Recovered | Outcome::Replayed => None,
+            Outcome::Executed
+            | Outcome::Recovered
+            | Outcome::Replayed
+            | Outcome::ReplayedAfterWait => None,
             Outcome::Conflict => Some(Refusal::Conflict),
             Outcome::Mismatch => Some(Refusal::Mismatch),
             Outcome::InvalidKey => Some(Refusal::InvalidKey),

@@ -49,7 +49,7 @@
 //!
 //! The attribute only gathers the request's facts and hands the handler to the runtime as a
 //! future. Inside, one protocol-neutral executor (`engine/`: keys, fingerprints, records,
-//! leases, persistence) serves every adapter (`http/`, `function/`), and every backend
+//! leases, persistence) serves every adapter (`http/`, `grpc/`, `function/`), and every backend
 //! (`stores/`) implements one small trait with one method per operation. The behaviour is
 //! written down in `docs/contract.md`.
 //!
@@ -61,6 +61,9 @@
 //!   as `E` through `From<`[`Error`]`>`. See [`function`].
 //! - **The tower layer** (feature `tower`): `IdempotencyLayer::new(store)` on a whole router
 //!   or any tower HTTP service, with the same behaviour and metrics.
+//! - **gRPC** (feature `tonic`): the same attribute on a unary method of a tonic service
+//!   implementation; the key in the `idempotency-key` metadata entry, answers in gRPC status
+//!   codes. See `grpc`.
 //!
 //! ## Stores
 //!

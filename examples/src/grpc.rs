@@ -15,7 +15,7 @@ use idem_runtime::{PgTx, SqliteTx, Store, idempotent};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-use crate::app::Error;
+use crate::app::{self, Error};
 use crate::payments::{self, Payments};
 use crate::settings::{Mode, Settings};
 
@@ -105,6 +105,25 @@ macro_rules! transactional {
 transactional!(OnPostgres, PgTx);
 transactional!(OnSqlite, SqliteTx);
 
+/// The HTTP service's authentication (`app::authenticate`), as a tonic interceptor: the
+/// `authorization: Bearer <caller>` metadata entry names the caller, whose keys the store
+/// scopes; a call without it is [`app::GUEST`]'s; any other value is `UNAUTHENTICATED`.
+pub fn authenticate(mut request: Request<()>) -> Result<Request<()>, Status> {
+    let authorization = request
+        .metadata()
+        .get("authorization")
+        .map(|value| value.as_encoded_bytes());
+    match app::caller_of(authorization) {
+        Some(caller) => {
+            request.extensions_mut().insert(app::Caller(caller));
+            Ok(request)
+        }
+        None => Err(Status::unauthenticated(
+            "expected authorization: Bearer <caller>",
+        )),
+    }
+}
+
 /// The HTTP service's checks, in gRPC codes: `INVALID_ARGUMENT` for a payment that is not
 /// acceptable, `INTERNAL` for the failing processor; then the simulated processor delay.
 async fn process(service: &Service, req: &CreatePaymentRequest) -> Result<(), Status> {
@@ -186,21 +205,30 @@ pub async fn serve(
         (Mode::Transactional, Payments::Postgres(_)) => {
             router
                 .clone()
-                .add_service(PaymentsServer::new(OnPostgres(service)))
+                .add_service(PaymentsServer::with_interceptor(
+                    OnPostgres(service),
+                    authenticate,
+                ))
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
         (Mode::Transactional, Payments::Sqlite(_)) => {
             router
                 .clone()
-                .add_service(PaymentsServer::new(OnSqlite(service)))
+                .add_service(PaymentsServer::with_interceptor(
+                    OnSqlite(service),
+                    authenticate,
+                ))
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
         (Mode::Plain, _) | (_, Payments::Memory(_)) => {
             router
                 .clone()
-                .add_service(PaymentsServer::new(Plain(service)))
+                .add_service(PaymentsServer::with_interceptor(
+                    Plain(service),
+                    authenticate,
+                ))
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }

@@ -153,17 +153,26 @@ fn prepare<M: Message>(
     request: &tonic::Request<M>,
 ) -> Prepared {
     let key = metadata_key(request.metadata(), config.header_value());
-    let fingerprint = |target: &Target| {
-        Fingerprint::of_parts(&[target.handler.as_bytes(), &request.get_ref().encode()])
-    };
-    match admit(store, config, target, key, fingerprint) {
+    // A store's scope rule reads an HTTP request: the call's metadata are its headers.
+    let parts = store.is_scoped().then(|| request_parts(request));
+    let fingerprint =
+        |handler: &str| Fingerprint::of_parts(&[handler.as_bytes(), &request.get_ref().encode()]);
+    match admit(store, config, target, key, parts.as_ref(), fingerprint) {
         Admission::Unguarded => Prepared::Unguarded,
-        Admission::Refused(error) => {
-            let detail = (!error.is_missing()).then(|| error.to_string());
-            Prepared::Refused(refuse(Outcome::from(&error), detail.as_deref()))
+        Admission::Refused(outcome, detail) => {
+            Prepared::Refused(refuse(outcome, detail.as_deref()))
         }
         Admission::Admitted(job, span) => Prepared::Job(job, span),
     }
+}
+
+/// The call as a store's scope rule sees it: a request whose headers are its metadata, with
+/// its extensions (what an interceptor put there).
+fn request_parts<M>(call: &tonic::Request<M>) -> http::request::Parts {
+    let mut request = http::Request::new(());
+    *request.headers_mut() = call.metadata().clone().into_headers();
+    *request.extensions_mut() = call.extensions().clone();
+    request.into_parts().0
 }
 
 /// The key from the metadata entry `name` (matched case-insensitively): one value, checked as
@@ -223,6 +232,9 @@ fn verdict<R: Message>(verdict: Verdict<Answer<R>>) -> Answer<R> {
         Verdict::Replay(payload) => answer::replay(&payload),
         Verdict::Mismatch => Err(refuse(Outcome::Mismatch, None)),
         Verdict::Conflict { retry_after } => Err(Refusal::Conflict.status(None, Some(retry_after))),
+        Verdict::OverQuota { retry_after } => {
+            Err(Refusal::QuotaExceeded.status(None, Some(retry_after)))
+        }
         Verdict::Unavailable(_) => Err(Refusal::StoreUnavailable.status(None, Some(ONE_SECOND))),
         Verdict::CommitFailed => Err(Refusal::CommitFailed.status(None, Some(ONE_SECOND))),
     }

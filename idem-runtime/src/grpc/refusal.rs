@@ -25,6 +25,10 @@ pub(crate) enum Refusal {
     Conflict,
     /// The store could not be reached when claiming.
     StoreUnavailable,
+    /// The store's scope rule names no caller for the call.
+    NoScope,
+    /// A new key, its scope at its quota of live records.
+    QuotaExceeded,
     /// A transactional method's commit failed; none of its writes happened.
     CommitFailed,
     /// The method panicked, or its stored answer could not be read back.
@@ -44,6 +48,8 @@ impl Refusal {
             Outcome::InvalidKey => Some(Refusal::InvalidKey),
             Outcome::MissingKey => Some(Refusal::MissingKey),
             Outcome::StoreUnavailable => Some(Refusal::StoreUnavailable),
+            Outcome::NoScope => Some(Refusal::NoScope),
+            Outcome::QuotaExceeded => Some(Refusal::QuotaExceeded),
         }
     }
 
@@ -69,6 +75,14 @@ impl Refusal {
             Refusal::StoreUnavailable => (
                 Code::Unavailable,
                 "the call was not processed because its idempotency key could not be recorded; retry with the same key",
+            ),
+            Refusal::NoScope => (
+                Code::PermissionDenied,
+                "idempotency keys on this service belong to a caller, and this call names none; nothing was recorded",
+            ),
+            Refusal::QuotaExceeded => (
+                Code::ResourceExhausted,
+                "this caller holds as many idempotency keys as the service keeps at once; retry after the delay in the retry-after metadata, or reuse a key",
             ),
             Refusal::CommitFailed => (
                 Code::Unavailable,
@@ -108,6 +122,8 @@ mod tests {
         assert_eq!(code(Outcome::Mismatch), Some(Code::FailedPrecondition));
         assert_eq!(code(Outcome::Conflict), Some(Code::Aborted));
         assert_eq!(code(Outcome::StoreUnavailable), Some(Code::Unavailable));
+        assert_eq!(code(Outcome::NoScope), Some(Code::PermissionDenied));
+        assert_eq!(code(Outcome::QuotaExceeded), Some(Code::ResourceExhausted));
         assert_eq!(
             Refusal::CommitFailed.status(None, None).code(),
             Code::Unavailable

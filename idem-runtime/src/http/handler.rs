@@ -108,7 +108,9 @@ enum Prepared {
 /// Reads and checks the key, then the scope (counting a refusal), and prepares the claim.
 fn prepare(store: &Store, config: &Config, target: Target, head: RequestHead) -> Prepared {
     let (key, fingerprint, parts) = head.key(config.header_value());
-    match admit(store, config, target, key, parts.as_deref(), |_| fingerprint) {
+    match admit(store, config, target, key, parts.as_deref(), |_| {
+        fingerprint
+    }) {
         Admission::Unguarded => Prepared::Unguarded,
         Admission::Refused(outcome, detail) => {
             Prepared::Refused(problem(outcome, detail.as_deref(), None))

@@ -17,7 +17,7 @@ where
     let __idem_target = ::idem_runtime::__private::method_target(
         ::core::any::type_name::<Self>(),
         "create_payment",
-        ::std::string::String::new(),
+        ::idem_runtime::__private::Scope::Inherit,
     );
     let __idem_service = ::idem_runtime::__private::grpc_service(self);
     let __idem_method = move |request: tonic::Request<NewPayment>, tx: PgTx| ::idem_runtime::__private::typed::<

@@ -40,12 +40,12 @@ pub type Answer<R> = Result<tonic::Response<R>, Status>;
 ///
 /// ```
 /// use idem_runtime::grpc;
-/// use idem_runtime::{Config, MemoryStore, Store, Target};
+/// use idem_runtime::{Config, MemoryStore, Scope, Store, Target};
 ///
 /// const CONFIG: Config = Config::new();
 ///
 /// async fn greet(store: &Store, request: tonic::Request<String>) -> grpc::Answer<String> {
-///     let target = Target { handler: "greeter::greet".into(), scope: String::new() };
+///     let target = Target { handler: "greeter::greet".into(), scope: Scope::None };
 ///     grpc::run(store.clone(), &CONFIG, target, request, |request| async move {
 ///         Ok(tonic::Response::new(format!("hello {}", request.into_inner())))
 ///     })

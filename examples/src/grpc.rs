@@ -144,7 +144,9 @@ async fn process(service: &Service, req: &CreatePaymentRequest) -> Result<(), St
     Ok(())
 }
 
-fn answer(payment: Result<payments::Payment, sqlx::Error>) -> Result<Response<Payment>, Status> {
+fn answer<E: std::fmt::Display>(
+    payment: Result<payments::Payment, E>,
+) -> Result<Response<Payment>, Status> {
     match payment {
         Ok(payment) => Ok(Response::new(Payment {
             id: payment.id,
@@ -186,7 +188,9 @@ pub fn create_handler(mode: Mode, payments: &Payments) -> &'static str {
         (Mode::Transactional, Payments::Sqlite(_)) => {
             "idem_examples::grpc::OnSqlite::create_payment"
         }
-        (Mode::Plain, _) | (_, Payments::Memory(_)) => "idem_examples::grpc::Plain::create_payment",
+        (Mode::Plain, _) | (_, Payments::Memory(_) | Payments::Redis(_)) => {
+            "idem_examples::grpc::Plain::create_payment"
+        }
     }
 }
 
@@ -222,7 +226,7 @@ pub async fn serve(
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
-        (Mode::Plain, _) | (_, Payments::Memory(_)) => {
+        (Mode::Plain, _) | (_, Payments::Memory(_) | Payments::Redis(_)) => {
             router
                 .clone()
                 .add_service(PaymentsServer::with_interceptor(

@@ -334,8 +334,11 @@ pub async fn with_wait_a_duplicate_gets_the_owners_answer(backend: Backend) {
             .create_payment(pay(Some("order-0011"), 1200, "EUR"))
             .await
     });
-    // Without `wait` the duplicate, sent while the owner is held, would be ABORTED at once.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Without `wait` the duplicate, sent while the owner is held, would be ABORTED at once:
+    // release the owner only once the duplicate is waiting for it.
+    while probe.idem.waiting() == 0 {
+        tokio::task::yield_now().await;
+    }
     probe.gate.add_permits(OPEN);
     let first = first.await.unwrap().unwrap();
     let duplicate = duplicate.await.unwrap().unwrap();
@@ -364,6 +367,98 @@ async fn a_store_outage_is_unavailable_and_nothing_runs(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(probe.runs.load(Ordering::SeqCst), 1, "the retry runs");
+}
+
+/// A method that takes its scope from the store's rule, on a memory store with a quota of
+/// one record per scope.
+#[derive(Clone)]
+struct Guarded {
+    idem: Store,
+    runs: Arc<AtomicI64>,
+}
+
+#[tonic::async_trait]
+impl Payments for Guarded {
+    #[idempotent(store = self.idem)]
+    async fn create_payment(
+        &self,
+        request: Request<CreatePaymentRequest>,
+    ) -> Result<Response<Payment>, Status> {
+        let id = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+        let req = request.into_inner();
+        Ok(Response::new(Payment {
+            id,
+            amount: req.amount,
+            currency: req.currency,
+        }))
+    }
+
+    async fn list_payments(
+        &self,
+        _: Request<ListPaymentsRequest>,
+    ) -> Result<Response<ListPaymentsResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+}
+
+/// The store's scope rule reads the call's metadata: a call it cannot place is
+/// `PERMISSION_DENIED`, and a new key beyond its scope's quota `RESOURCE_EXHAUSTED` with a
+/// `retry-after`; neither runs the method, and other scopes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_s_scope_rule_and_quota_speak_grpc() {
+    let store = Store::new(MemoryStore::new().scope_quota(1)).scope_by_header("tenant");
+    let guarded = Guarded {
+        idem: store,
+        runs: Arc::default(),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(PaymentsServer::new(guarded.clone()))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let mut client = PaymentsClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let as_tenant = |key: &str, tenant: &str| {
+        let mut request = pay(Some(key), 1200, "EUR");
+        request
+            .metadata_mut()
+            .insert("tenant", tenant.parse().unwrap());
+        request
+    };
+
+    let status = client
+        .create_payment(pay(Some("order-0101"), 1200, "EUR"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "no tenant: no scope");
+
+    client
+        .create_payment(as_tenant("order-0102", "tenant-a"))
+        .await
+        .unwrap();
+    let status = client
+        .create_payment(as_tenant("order-0103", "tenant-a"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "tenant-a is at its quota"
+    );
+    assert!(status.metadata().get("retry-after").is_some());
+    let replay = client
+        .create_payment(as_tenant("order-0102", "tenant-a"))
+        .await
+        .unwrap();
+    assert!(replayed(replay.metadata()), "a replay is never refused");
+    client
+        .create_payment(as_tenant("order-0103", "tenant-b"))
+        .await
+        .unwrap();
+    assert_eq!(guarded.runs.load(Ordering::SeqCst), 2);
 }
 
 // ---- the stores -------------------------------------------------------------------------

@@ -57,20 +57,8 @@ pub const GUEST: &str = "guest";
 /// `Authorization` is 401. A real service checks a token here and answers 401 without one;
 /// the example lets requests without credentials through so that `curl` works as it is.
 pub async fn authenticate(mut request: Request, next: Next) -> Response {
-    let caller = match request.headers().get("authorization") {
-        None => Some(GUEST.to_owned()),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .filter(|caller| {
-                (1..=64).contains(&caller.len())
-                    && caller
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            })
-            .map(str::to_owned),
-    };
+    let authorization = request.headers().get("authorization").map(|v| v.as_bytes());
+    let caller = caller_of(authorization);
     let Some(caller) = caller else {
         return (
             StatusCode::UNAUTHORIZED,
@@ -81,6 +69,25 @@ pub async fn authenticate(mut request: Request, next: Next) -> Response {
     };
     request.extensions_mut().insert(Caller(caller));
     next.run(request).await
+}
+
+/// The caller an `Authorization` value names (`Bearer <caller>`, 1 to 64 of `A-Za-z0-9_-`),
+/// [`GUEST`] without one, `None` for any other value: [`authenticate`]'s rule, which the gRPC
+/// service applies to its metadata too.
+pub fn caller_of(authorization: Option<&[u8]>) -> Option<String> {
+    match authorization {
+        None => Some(GUEST.to_owned()),
+        Some(value) => std::str::from_utf8(value)
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .filter(|caller| {
+                (1..=64).contains(&caller.len())
+                    && caller
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            })
+            .map(str::to_owned),
+    }
 }
 
 /// The body of `POST /payments`.

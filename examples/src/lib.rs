@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod client;
+pub mod grpc;
 pub mod payments;
 pub mod settings;
 

@@ -37,11 +37,7 @@ const OUTER_ATTRIBUTES: [&str; 9] = [
 
 /// The generated function.
 pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
-    let krate = args
-        .krate
-        .clone()
-        .unwrap_or_else(|| parse_quote!(::idem_runtime));
-    let private = quote!(#krate::__private);
+    let private = private_path(args);
     let local = |name: &str| Ident::new(name, Span::mixed_site());
     let (last, head, store, target, config) = (
         local("__idem_last"),
@@ -174,13 +170,7 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
     let fingerprinted = quote_spanned!(at_type=> #private_at_type::#wrapper<#last_ty>);
     // Spanned at the expressions, so that type errors in them point there. A transactional
     // handler's store must be able to open transactions, which its own function checks.
-    let store_fn = store_function(args);
-    let store_value = match &args.store {
-        Some(expr) => quote_spanned!(expr.span()=> #private::#store_fn(&(#expr))),
-        // `Args::check` has made sure a store is given.
-        None => quote!(::core::compile_error!("missing `store`")),
-    };
-    let scope_value = scope_value(args, &private);
+    let (store_value, scope_value) = store_and_scope(args, &private);
     let name = Literal::string(&format!("::{}", ident.unraw()));
     let config_value = config_builder(args, &private);
     let inner = ItemFn {
@@ -344,9 +334,27 @@ pub(crate) fn config_builder(args: &Args, private: &TokenStream) -> TokenStream 
     config
 }
 
-/// The runtime's function that turns the `store` expression into a handle: one that can
-/// open transactions in transactional mode (its bound names the problem when the
-/// expression's type cannot), any `Store` otherwise.
+/// The path of the runtime's `__private` module (`crate = "..."` moves it).
+pub(crate) fn private_path(args: &Args) -> TokenStream {
+    let krate = args
+        .krate
+        .clone()
+        .unwrap_or_else(|| parse_quote!(::idem_runtime));
+    quote!(#krate::__private)
+}
+
+/// The `store` and `scope` expressions as values, spanned at the expressions so that type
+/// errors in them point there; the scope is the store's rule's when none is given.
+pub(crate) fn store_and_scope(args: &Args, private: &TokenStream) -> (TokenStream, TokenStream) {
+    let store_fn = store_function(args);
+    let store = match &args.store {
+        Some(expr) => quote_spanned!(expr.span()=> #private::#store_fn(&(#expr))),
+        // `Args::check` has made sure a store is given.
+        None => quote!(::core::compile_error!("missing `store`")),
+    };
+    (store, scope_value(args, private))
+}
+
 /// The scope the call asks for: its own (spanned at the expression, so that type errors
 /// point there), none on purpose, or its store's rule.
 pub(crate) fn scope_value(args: &Args, private: &TokenStream) -> TokenStream {
@@ -357,6 +365,9 @@ pub(crate) fn scope_value(args: &Args, private: &TokenStream) -> TokenStream {
     }
 }
 
+/// The runtime's function that turns the `store` expression into a handle: one that can
+/// open transactions in transactional mode (its bound names the problem when the
+/// expression's type cannot), any `Store` otherwise.
 pub(crate) fn store_function(args: &Args) -> Ident {
     let name = match args.transactional() {
         Some(_) => "transactional_store",

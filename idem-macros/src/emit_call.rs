@@ -8,19 +8,15 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned as _;
-use syn::{Ident, PatType, parse_quote};
+use syn::{Ident, PatType};
 
 use crate::args::Args;
-use crate::emit::{config_builder, respan, scope_value, store_function};
+use crate::emit::{config_builder, private_path, respan, store_and_scope};
 use crate::handler::{Handler, plain_name};
 
 /// The generated function.
 pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
-    let krate = args
-        .krate
-        .clone()
-        .unwrap_or_else(|| parse_quote!(::idem_runtime));
-    let private = quote!(#krate::__private);
+    let private = private_path(args);
     let local = |name: &str| Ident::new(name, Span::mixed_site());
     let (arguments, store, key, target, config) = (
         local("__idem_arguments"),
@@ -66,11 +62,7 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
     }
     let receiver = handler.receiver.as_ref().map(|r| quote!(#r,));
 
-    let store_fn = store_function(args);
-    let store_value = match &args.store {
-        Some(expr) => quote_spanned!(expr.span()=> #private::#store_fn(&(#expr))),
-        None => quote!(::core::compile_error!("missing `store`")),
-    };
+    let (store_value, scope_value) = store_and_scope(args, &private);
     let key_value = match &args.key {
         Some(expr) => {
             let expr = &expr.value;
@@ -78,7 +70,6 @@ pub(crate) fn emit(args: &Args, handler: Handler) -> TokenStream {
         }
         None => quote!(::core::compile_error!("missing `key`")),
     };
-    let scope_value = scope_value(args, &private);
     let fn_name = handler.ident.unraw().to_string();
     let target_value = if handler.receiver.is_some() {
         quote!(#private::method_target(::core::any::type_name::<Self>(), #fn_name, #scope_value))
@@ -136,7 +127,7 @@ mod tests {
 
     #[test]
     fn a_destructured_parameter_is_renamed_and_fingerprinted_whole() {
-        let item: syn::ItemFn = parse_quote! {
+        let item: syn::ItemFn = syn::parse_quote! {
             async fn handle(Message { id, .. }: Message, #[idem(skip)] db: &Db) -> Result<u8, E> {
                 Ok(1)
             }

@@ -20,6 +20,8 @@ pub(crate) enum Mode {
     Http,
     /// Plain-function mode (`key = ...`): methods and `#[idem(skip)]` are fine.
     Call,
+    /// A tonic service method: `&self` and a `tonic::Request`, without `key`.
+    Grpc,
 }
 
 impl Mode {
@@ -40,6 +42,15 @@ impl Mode {
             named && starts && assigned
         });
         if names_key { Mode::Call } else { Mode::Http }
+    }
+
+    /// The mode for `item` under these arguments: without `key`, a method that takes `self`
+    /// and a `Request<..>` is a tonic service method.
+    pub(crate) fn for_item(self, item: &TokenStream) -> Mode {
+        match self {
+            Mode::Http if crate::grpc::is_tonic_method(item) => Mode::Grpc,
+            mode => mode,
+        }
     }
 }
 
@@ -132,7 +143,8 @@ impl Handler {
                     this,
                     "`#[idempotent]` does not support `self` receivers on an axum handler: a \
                      handler is a free function; take what you need as an extractor, such as \
-                     `State` (methods are fine in plain-function mode, with `key = ...`)",
+                     `State` (methods are fine in plain-function mode, with `key = ...`, and as tonic \
+                     service methods, which take a `tonic::Request`)",
                 )),
                 FnArg::Receiver(this) => receiver = Some(this.clone()),
                 FnArg::Typed(param) => {

@@ -41,6 +41,8 @@ mod args;
 mod duration;
 mod emit;
 mod emit_call;
+mod emit_grpc;
+mod grpc;
 mod handler;
 #[cfg(test)]
 mod snapshot;
@@ -156,8 +158,11 @@ fn expand(
     args: proc_macro2::TokenStream,
     item: proc_macro2::TokenStream,
 ) -> proc_macro2::TokenStream {
-    let mode = Mode::written(&args);
+    let mode = Mode::written(&args).for_item(&item);
     let args = syn::parse2::<Args>(args).and_then(|args| args.check().map(|()| args));
+    if mode == Mode::Grpc {
+        return expand_grpc(args, item);
+    }
     // The checks that pair the function with the arguments, when they parsed.
     let handler = Handler::parse(item.clone(), mode).and_then(|handler| {
         let Ok(args) = &args else {
@@ -177,7 +182,7 @@ fn expand(
     match (args, handler) {
         (Ok(args), Ok(handler)) => match mode {
             Mode::Call => emit_call::emit(&args, handler),
-            Mode::Http => emit::emit(&args, handler),
+            Mode::Http | Mode::Grpc => emit::emit(&args, handler),
         },
         (args, handler) => {
             let mut errors = Errors::default();
@@ -188,6 +193,44 @@ fn expand(
                 errors.push(error);
             }
             let mut tokens = without_helper_attributes(item);
+            if let Err(error) = errors.finish() {
+                tokens.extend(error.into_compile_error());
+            }
+            tokens
+        }
+    }
+}
+
+/// The rewrite of a tonic service method (gRPC mode): the same three steps, with the method's
+/// own checks (`grpc.rs`) and emission (`emit_grpc.rs`).
+fn expand_grpc(
+    args: syn::Result<Args>,
+    item: proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
+    let method = grpc::Method::parse(item.clone()).and_then(|method| {
+        let Ok(args) = &args else {
+            return Ok(method);
+        };
+        let mut errors = Errors::default();
+        if let Err(error) = grpc::check_args(args) {
+            errors.push(error);
+        }
+        if let Err(error) = transactional::check(args.transactional(), method.tx()) {
+            errors.push(error);
+        }
+        errors.finish().map(|()| method)
+    });
+    match (args, method) {
+        (Ok(args), Ok(method)) => emit_grpc::emit(&args, method),
+        (args, method) => {
+            let mut errors = Errors::default();
+            if let Err(error) = args {
+                errors.push(error);
+            }
+            if let Err(error) = method {
+                errors.push(error);
+            }
+            let mut tokens = item;
             if let Err(error) = errors.finish() {
                 tokens.extend(error.into_compile_error());
             }

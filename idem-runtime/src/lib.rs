@@ -49,7 +49,7 @@
 //!
 //! The attribute only gathers the request's facts and hands the handler to the runtime as a
 //! future. Inside, one protocol-neutral executor (`engine/`: keys, fingerprints, records,
-//! leases, persistence) serves every adapter (`http/`, `function/`), and every backend
+//! leases, persistence) serves every adapter (`http/`, `grpc/`, `function/`), and every backend
 //! (`stores/`) implements one small trait with one method per operation. The behaviour is
 //! written down in `docs/contract.md`.
 //!
@@ -61,6 +61,9 @@
 //!   as `E` through `From<`[`Error`]`>`. See [`function`].
 //! - **The tower layer** (feature `tower`): `IdempotencyLayer::new(store)` on a whole router
 //!   or any tower HTTP service, with the same behaviour and metrics.
+//! - **gRPC** (feature `tonic`): the same attribute on a unary method of a tonic service
+//!   implementation; the key in the `idempotency-key` metadata entry, answers in gRPC status
+//!   codes. See `grpc`.
 //!
 //! ## Stores
 //!
@@ -84,6 +87,8 @@
 
 mod engine;
 pub mod function;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 #[cfg(feature = "axum")]
 mod http;
 mod stores;
@@ -218,6 +223,12 @@ pub mod __private {
     /// Plain-function mode: the runtime entry and its helpers.
     pub use crate::function::{
         Arguments, key, run as call, run_transactional as call_transactional,
+    };
+
+    /// The gRPC adapter's entries and the service's clone.
+    #[cfg(feature = "tonic")]
+    pub use crate::grpc::{
+        run as grpc_run, run_transactional as grpc_run_transactional, service as grpc_service,
     };
 
     /// The handler name of a method: its `Self` type's name and the method's.

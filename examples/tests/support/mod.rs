@@ -16,6 +16,47 @@ pub mod outage;
 pub mod resp_proxy;
 pub mod storm;
 
+/// Starts the example binary at `path` on a free port (in the working folder `dir`, with
+/// `env` added to its environment) and waits until it prints `{name} listening on
+/// http://ADDR`; keeps draining its output.
+pub async fn start_binary(
+    path: &str,
+    name: &str,
+    dir: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> (Child, SocketAddr) {
+    let mut command = Command::new(path);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    command
+        .env("BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("the example binary starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let banner = format!("{name} listening on http://");
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(url) = line.strip_prefix(banner.as_str()) {
+                return url.parse::<SocketAddr>().ok();
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| panic!("{name} printed its address within a minute"));
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
 /// A running `payments` process, killed when dropped.
 pub struct Service {
     child: Child,
@@ -31,34 +72,8 @@ impl Service {
 
     /// Like [`Service::start`], in the working folder `dir`.
     pub async fn start_in(dir: Option<&std::path::Path>, env: &[(&str, &str)]) -> Service {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_payments"));
-        if let Some(dir) = dir {
-            command.current_dir(dir);
-        }
-        command
-            .env("BIND", "127.0.0.1:0")
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("the payments binary starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(url) = line.strip_prefix("payments listening on http://") {
-                    return url.parse::<SocketAddr>().ok();
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .expect("payments printed its address within a minute");
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (child, addr) =
+            start_binary(env!("CARGO_BIN_EXE_payments"), "payments", dir, env).await;
         Service {
             child,
             client: Client::new(addr),

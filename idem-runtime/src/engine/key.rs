@@ -107,13 +107,22 @@ impl IdempotencyKey {
     ///
     /// None or one empty value is [`KeyError::Missing`]; two values are [`KeyError::Repeated`].
     pub fn from_header_values<'a>(
-        mut values: impl Iterator<Item = &'a HeaderValue>,
+        values: impl Iterator<Item = &'a HeaderValue>,
+    ) -> Result<Self, KeyError> {
+        Self::from_values(values.map(HeaderValue::as_bytes))
+    }
+
+    /// Reads the key from every value a request gave for it, as raw bytes (an HTTP header's
+    /// values, a gRPC metadata entry's): none or one empty value is [`KeyError::Missing`], two
+    /// values are [`KeyError::Repeated`].
+    pub(crate) fn from_values<'a>(
+        mut values: impl Iterator<Item = &'a [u8]>,
     ) -> Result<Self, KeyError> {
         let first = values.next().ok_or(KeyError::Missing)?;
         if values.next().is_some() {
             return Err(KeyError::Repeated);
         }
-        Self::parse_bytes(first.as_bytes())
+        Self::parse_bytes(first)
     }
 
     /// The key as text.

@@ -4,9 +4,11 @@
 //! Nothing here knows HTTP or any other protocol: an adapter (`http`, `function`) turns its
 //! protocol into a claim and a piece of work, and the executor's verdict back into an answer.
 
+pub(crate) mod admit;
 pub(crate) mod backoff;
 pub(crate) mod config;
 pub(crate) mod decide;
+pub(crate) mod detach;
 pub(crate) mod execute;
 pub(crate) mod fingerprint;
 pub(crate) mod handle;

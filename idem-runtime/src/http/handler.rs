@@ -4,10 +4,7 @@
 //! meets").
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum_core::response::{IntoResponse, Response};
@@ -15,15 +12,14 @@ use futures_util::FutureExt;
 use futures_util::future::Either;
 use tracing::Instrument;
 
+use crate::engine::admit::{Admission, admit};
 use crate::engine::config::Config;
+use crate::engine::detach::Detach;
 use crate::engine::execute::{Lendable, Settle, Verdict, execute};
 use crate::engine::handle::Store;
 use crate::engine::job::Job;
-use crate::engine::key::KeyError;
-use crate::engine::metrics;
 use crate::engine::outcome::Outcome;
 use crate::engine::record::Target;
-use crate::engine::scope::NoScope;
 use crate::http::problem::Problem;
 use crate::http::request::RequestHead;
 use crate::http::response::{self, Captured};
@@ -111,31 +107,16 @@ enum Prepared {
 
 /// Reads and checks the key, then the scope (counting a refusal), and prepares the claim.
 fn prepare(store: &Store, config: &Config, target: Target, head: RequestHead) -> Prepared {
-    let Target { handler, scope } = target;
     let (key, fingerprint, parts) = head.key(config.header_value());
-    let key = match key {
-        Ok(key) => key,
-        Err(KeyError::Missing) if config.optional_value() => return Prepared::Unguarded,
-        Err(error) => {
-            let outcome = Outcome::from(&error);
-            metrics::outcome(&handler, outcome);
-            let detail = (!error.is_missing()).then(|| error.to_string());
-            return Prepared::Refused(problem(outcome, detail.as_deref(), None));
+    match admit(store, config, target, key, parts.as_deref(), |_| {
+        fingerprint
+    }) {
+        Admission::Unguarded => Prepared::Unguarded,
+        Admission::Refused(outcome, detail) => {
+            Prepared::Refused(problem(outcome, detail.as_deref(), None))
         }
-    };
-    let scope = match store.scope_for(scope, parts.as_deref(), &handler) {
-        Ok(scope) => scope,
-        Err(NoScope) => {
-            tracing::debug!(%handler, "the store's scope rule names no caller for this request; refused");
-            metrics::outcome(&handler, Outcome::NoScope);
-            return Prepared::Refused(problem(Outcome::NoScope, None, None));
-        }
-    };
-    let span = tracing::info_span!("idempotent", handler = %handler, key_prefix = key.prefix());
-    Prepared::Job(
-        Job::new(config, store.overrides(), handler, scope, key, fingerprint),
-        span,
-    )
+        Admission::Admitted(job, span) => Prepared::Job(job, span),
+    }
 }
 
 /// The executor's run as the request's answer, in its span, detached if the client hangs up.
@@ -144,10 +125,9 @@ fn detach(
     span: tracing::Span,
     job: Arc<Job>,
 ) -> impl Future<Output = Response> + Send {
-    Detach {
-        task: Some(Box::pin(call.map(answer).instrument(span))),
-        job,
-    }
+    Detach::new(call.map(answer).instrument(span), job, || {
+        Problem::HandlerPanicked.response(None, None)
+    })
 }
 
 /// Marks a response that stands for a failure of the wrapped service rather than its answer
@@ -217,52 +197,4 @@ fn problem(outcome: Outcome, detail: Option<&str>, retry_after: Option<Duration>
     Problem::answering(outcome)
         .unwrap_or(Problem::HandlerPanicked)
         .response(detail, retry_after)
-}
-
-/// The request's run, polled in the request's own task while the client waits, and moved into
-/// a task of its own if the request is dropped first (the client hung up): it is never
-/// cancelled halfway, so its response is still stored. A call that only waits for another's
-/// result is told, and stops waiting. Running in place spares a spawn per request; the future
-/// is boxed so that it can move without being moved.
-struct Detach<F: Future<Output = Response> + Send + 'static> {
-    task: Option<Pin<Box<F>>>,
-    job: Arc<Job>,
-}
-
-impl<F: Future<Output = Response> + Send + 'static> Future for Detach<F> {
-    type Output = Response;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
-        let Some(task) = self.task.as_mut() else {
-            return Poll::Ready(Problem::HandlerPanicked.response(None, None));
-        };
-        // The handler's own panics are caught by the executor; this catches the rest, as a
-        // task of its own would, and drops the broken future rather than running it on.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(response)) => {
-                self.task = None;
-                Poll::Ready(response)
-            }
-            Err(_) => {
-                self.task = None;
-                tracing::error!("the idempotent request's task ended abnormally");
-                Poll::Ready(Problem::HandlerPanicked.response(None, None))
-            }
-        }
-    }
-}
-
-impl<F: Future<Output = Response> + Send + 'static> Drop for Detach<F> {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            self.job.caller.hang_up();
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(task)),
-                Err(_) => tracing::error!(
-                    "an idempotent request was dropped outside a tokio runtime; its handler could not finish"
-                ),
-            }
-        }
-    }
 }

@@ -1,0 +1,221 @@
+//! gRPC first calls and replays against a bare tonic method, for bench/grpc.sh.
+//!
+//! ```text
+//! grpc_bench serve                      # prints "bare ADDR" and "idem ADDR", serves until killed
+//! grpc_bench load ADDR first|replay CONCURRENCY SECONDS SERVER_PID
+//! ```
+//!
+//! `serve` runs the same trivial `CreatePayment` twice in one process: bare on one loopback
+//! port, under `#[idempotent]` on the memory store on another. `load` keeps CONCURRENCY calls
+//! in flight over one HTTP/2 connection per caller for one warm-up second and SECONDS
+//! measured, a new key per call (`first`) or 8 completed keys per caller cycled (`replay`),
+//! and prints one JSON line: calls, how many were replays, calls per second, and the server's CPU time (user +
+//! system, from `/proc/PID/stat`) per call over the measured window.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use idem_examples::grpc::pb::payments_client::PaymentsClient;
+use idem_examples::grpc::pb::payments_server::{Payments, PaymentsServer};
+use idem_examples::grpc::pb::{
+    CreatePaymentRequest, ListPaymentsRequest, ListPaymentsResponse, Payment,
+};
+use idem_runtime::{MemoryStore, Store, idempotent};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The trivial method, bare.
+#[derive(Clone)]
+struct Bare;
+
+/// The same method under `#[idempotent]`.
+#[derive(Clone)]
+struct Idem {
+    idem: Store,
+}
+
+fn payment(request: CreatePaymentRequest) -> Response<Payment> {
+    Response::new(Payment {
+        id: 1,
+        amount: request.amount,
+        currency: request.currency,
+    })
+}
+
+#[tonic::async_trait]
+impl Payments for Bare {
+    async fn create_payment(
+        &self,
+        request: Request<CreatePaymentRequest>,
+    ) -> Result<Response<Payment>, Status> {
+        Ok(payment(request.into_inner()))
+    }
+
+    async fn list_payments(
+        &self,
+        _: Request<ListPaymentsRequest>,
+    ) -> Result<Response<ListPaymentsResponse>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
+}
+
+#[tonic::async_trait]
+impl Payments for Idem {
+    #[idempotent(store = self.idem)]
+    async fn create_payment(
+        &self,
+        request: Request<CreatePaymentRequest>,
+    ) -> Result<Response<Payment>, Status> {
+        Ok(payment(request.into_inner()))
+    }
+
+    async fn list_payments(
+        &self,
+        _: Request<ListPaymentsRequest>,
+    ) -> Result<Response<ListPaymentsResponse>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["serve"] => serve().await,
+        ["load", addr, mode, concurrency, seconds, pid] => {
+            load(
+                addr,
+                mode,
+                concurrency.parse()?,
+                seconds.parse()?,
+                pid.parse()?,
+            )
+            .await
+        }
+        _ => {
+            Err("usage: grpc_bench serve | grpc_bench load ADDR first|replay C SECONDS PID".into())
+        }
+    }
+}
+
+async fn serve() -> Result<(), Error> {
+    let bare = TcpListener::bind("127.0.0.1:0").await?;
+    let idem = TcpListener::bind("127.0.0.1:0").await?;
+    println!("bare {}", bare.local_addr()?);
+    println!("idem {}", idem.local_addr()?);
+    let store = Store::new(MemoryStore::new());
+    let bare = tonic::transport::Server::builder()
+        .add_service(PaymentsServer::new(Bare))
+        .serve_with_incoming(TcpIncoming::from(bare));
+    let idem = tonic::transport::Server::builder()
+        .add_service(PaymentsServer::new(Idem { idem: store }))
+        .serve_with_incoming(TcpIncoming::from(idem));
+    tokio::try_join!(bare, idem)?;
+    Ok(())
+}
+
+/// The process's user + system CPU time, from `/proc/PID/stat` (fields 14 and 15, in clock
+/// ticks of 1/100 s).
+fn cpu(pid: u32) -> Result<Duration, Error> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat.rsplit_once(')').ok_or("an unreadable stat line")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).ok_or("no utime")?.parse::<u64>()?
+        + fields.get(12).ok_or("no stime")?.parse::<u64>()?;
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+fn request(key: &str) -> Result<Request<CreatePaymentRequest>, Error> {
+    let mut request = Request::new(CreatePaymentRequest {
+        amount: 1200,
+        currency: "EUR".to_owned(),
+    });
+    request
+        .metadata_mut()
+        .insert("idempotency-key", key.parse()?);
+    Ok(request)
+}
+
+async fn load(
+    addr: &str,
+    mode: &str,
+    concurrency: usize,
+    seconds: u64,
+    pid: u32,
+) -> Result<(), Error> {
+    let replay = match mode {
+        "first" => false,
+        "replay" => true,
+        other => return Err(format!("mode {other:?}: first or replay").into()),
+    };
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let replayed = Arc::new(AtomicU64::new(0));
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..concurrency {
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        let mut client = PaymentsClient::new(channel);
+        let (measuring, stop) = (measuring.clone(), stop.clone());
+        let (calls, replayed) = (calls.clone(), replayed.clone());
+        let tag = std::process::id();
+        callers.spawn(async move {
+            let keys: Vec<String> = (0..8)
+                .map(|k| format!("replay-{tag}-{caller}-{k}"))
+                .collect();
+            if replay {
+                for key in &keys {
+                    client.create_payment(request(key)?).await?;
+                }
+            }
+            let mut n: u64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = if replay {
+                    keys[(n % 8) as usize].clone()
+                } else {
+                    format!("first-{tag}-{caller}-{n}")
+                };
+                let answer = client.create_payment(request(&key)?).await?;
+                n += 1;
+                if measuring.load(Ordering::Relaxed) {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    if answer.metadata().get("idempotent-replayed").is_some() {
+                        replayed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok::<(), Error>(())
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (cpu_before, started) = (cpu(pid)?, Instant::now());
+    measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let (cpu_after, took) = (cpu(pid)?, started.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = callers.join_next().await {
+        done??;
+    }
+    let calls = calls.load(Ordering::Relaxed);
+    let replayed = replayed.load(Ordering::Relaxed);
+    let cpu_us = (cpu_after - cpu_before).as_secs_f64() * 1e6;
+    println!(
+        "{{\"mode\":\"{mode}\",\"concurrency\":{concurrency},\"calls\":{calls},\"replayed\":{replayed},\"rps\":{:.0},\"cpu_us_per_call\":{:.1}}}",
+        calls as f64 / took.as_secs_f64(),
+        cpu_us / calls.max(1) as f64
+    );
+    Ok(())
+}

@@ -89,6 +89,7 @@ for ax, c in zip(axes[0], concurrencies):
     ax.barh([i - 0.18 for i in y], p50, height=0.36, color="#4C72B0", label="p50")
     ax.barh([i + 0.18 for i in y], p99, height=0.36, color="#C44E52", label="p99")
     ax.set_xscale("log")
+    ax.set_xlim(left=50)
     ax.set_title(f"C = {c}")
     ax.set_xlabel("latency, µs (log scale)")
     ax.grid(axis="x", alpha=0.3, which="both")

@@ -44,16 +44,34 @@ def ticks(pid):
     return s[1] if s else 0
 
 
-def tree_ticks(root):
-    """The postmaster's own and reaped children's ticks, plus every live child's."""
+def kind(pid):
+    """What a postmaster's child is: a session ("postgres: USER DB HOST…"), or the name of a
+    background process (walwriter, autovacuum worker, checkpointer…)."""
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            title = f.read().replace("\0", " ").strip()
+    except OSError:
+        return "gone"
+    return "sessions" if "127.0.0.1" in title else title.removeprefix("postgres: ").split(" for ")[0]
+
+
+def tree_ticks(root, parts=None):
+    """The postmaster's own and reaped children's ticks, plus every live child's; `parts`
+    collects them by kind (children that exited are "exited", whatever they were)."""
     s = stat(root)
     if s is None:
         return 0
     total = s[1] + s[2]
+    if parts is not None:
+        parts["postmaster"] = parts.get("postmaster", 0) + s[1]
+        parts["exited"] = parts.get("exited", 0) + s[2]
     for path in glob.glob("/proc/[0-9]*"):
         child = stat(path[6:])
         if child and child[0] == root:
             total += child[1] + child[2]
+            if parts is not None:
+                k = kind(path[6:])
+                parts[k] = parts.get(k, 0) + child[1] + child[2]
     return total
 
 
@@ -117,9 +135,9 @@ def main():
     psql = opts["psql"].split() if "psql" in opts else None
     redis = opts["redis"].split() if "redis" in opts else None
 
-    def db_ticks():
+    def db_ticks(parts=None):
         if db_tree:
-            return tree_ticks(db_tree)
+            return tree_ticks(db_tree, parts)
         return ticks(db_pid) if db_pid else 0
 
     before, after = {}, {}
@@ -129,13 +147,15 @@ def main():
             before["xid"], before["wal"], before["statements"] = pg_position(psql)
         if redis:
             before["commands"] = redis_commands(redis)
-        before.update(t=time.time(), server=ticks(server) if server else 0, db=db_ticks(),
+        before["parts"] = {}
+        before.update(t=time.time(), server=ticks(server) if server else 0, db=db_ticks(before["parts"]),
                       client=ticks(client_pid), writes=writes(server) if server else 0)
         if server:
             before["faults"], before["switches"] = faults_and_switches(server)
 
     def close_window(client_ticks):
-        after.update(t=time.time(), server=ticks(server) if server else 0, db=db_ticks(),
+        after["parts"] = {}
+        after.update(t=time.time(), server=ticks(server) if server else 0, db=db_ticks(after["parts"]),
                      client=client_ticks, writes=writes(server) if server else 0)
         if server:
             after["faults"], after["switches"] = faults_and_switches(server)
@@ -194,6 +214,13 @@ def main():
     row.update(window_s=after["t"] - before["t"], cpu_client_us=per("client"),
                cpu_server_us=per("server") if server else None,
                cpu_db_us=per("db") if (db_tree or db_pid) else None)
+    if db_tree:
+        # Postgres's CPU by process kind; a session or worker that ended in the window moves its
+        # whole life's time to "exited", so only the sum is exact.
+        row["cpu_db_parts_us"] = {
+            k: (after["parts"].get(k, 0) - before["parts"].get(k, 0)) / HZ * 1e6 / n
+            for k in sorted(set(before["parts"]) | set(after["parts"]))
+            if after["parts"].get(k, 0) != before["parts"].get(k, 0)}
     if psql:
         row.update(xids_per_request=(after["xid"] - before["xid"]) / n,
                    statements_per_request=(after["statements"] - before["statements"]) / n,

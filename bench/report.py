@@ -102,7 +102,7 @@ print(f"- run from {env.get('started', '?')} to {env.get('finished', '?')}; load
       "`spread` columns show (max − min) / median over rounds.")
 print(f"- commit {env.get('commit', '?')}; {env.get('rustc', '?')}, release profile; axum {locked('axum')}, hyper {locked('hyper')}, "
       f"tokio {locked('tokio')}, sqlx {locked('sqlx')} (SQLite {locked('libsqlite3-sys')} bindings), "
-      f"{env.get('postgres', 'postgres ?')}, {env.get('pgbench', 'pgbench ?')}, "
+      f"{env.get('postgres', 'postgres ?')}, {env.get('pgbench', 'pgbench ?')}, {env.get('redis', 'redis ?')}, "
       f"axum-idempotent {locked('axum-idempotent')} (ruts {locked('ruts')}), criterion {locked('criterion')}")
 print(f"- HTTP runs: {rounds} rounds × {len(concurrencies)} concurrencies; each run "
       f"{runs[0]['seconds'] if runs else '?'} s measured after 1 s of warm-up, "
@@ -253,6 +253,36 @@ if by.get(("pgbench-first-bound", "first", 16)):
               f"{cpu(med(f'pgbench-{label}-bound', mode, 16, 'cpu_client_us'))} |")
     print()
 
+def db_parts(label, mode, c):
+    """Medians over rounds of Postgres's CPU per request by process kind: the sessions (with
+    those that ended in the window), and every background process."""
+    rows = by.get((label, mode, c), [])
+    kinds = sorted({k for r in rows for k in r.get("cpu_db_parts_us", {})})
+    out = {}
+    for k in kinds:
+        values = [r.get("cpu_db_parts_us", {}).get(k, 0) for r in rows if "cpu_db_parts_us" in r]
+        if values:
+            out[k] = statistics.median(values)
+    sessions = out.pop("sessions", 0) + out.pop("exited", 0)
+    return sessions, out
+
+
+if any("cpu_db_parts_us" in r for r in runs):
+    c = 16 if 16 in concurrencies else concurrencies[-1]
+    print(f"Postgres's CPU per request by process at C = {c} (sessions include those that ended in "
+          "the window; the rest are background processes, which the writes of earlier rows can keep "
+          "busy):\n")
+    print("| row | all | sessions | background processes |")
+    print("|---|---|---|---|")
+    for label, mode, name in (("postgres", "first", "store, first call"), (same_sessions("pgbench-first", c), "first", "pgbench, claim + complete"),
+                              ("postgres", "replay", "store, replay"), (same_sessions("pgbench-replay", c), "replay", "pgbench, claim")):
+        if not by.get((label, mode, c)):
+            continue
+        sessions, rest = db_parts(label, mode, c)
+        others = ", ".join(f"{k} {v:.1f}" for k, v in sorted(rest.items(), key=lambda kv: -abs(kv[1])) if abs(v) >= 0.05)
+        print(f"| {name} | {cpu(med(label, mode, c, 'cpu_db_us'))} | {sessions:.1f} | {others or '–'} |")
+    print()
+
 # ------------------------------------------------------------------ Redis limit
 if any(r["mode"] == "limit" for r in runs):
     print("### Redis against redis-benchmark, the same scripts\n")
@@ -328,11 +358,11 @@ def cost_model():
                 trips = f"0 (in process; {fmt2(extra)} file writes)"
                 commits = "–"
             elif kind == "pg":
-                trips = fmt2(extra)
+                trips = fmt2(med(label, mode, C_REF, "statements_per_request"))
                 commits = f"{fmt2(med(label, mode, C_REF, 'xids_per_request'))} that wrote, " \
                           f"{rps(med(label, mode, C_REF, 'wal_bytes_per_request'))} WAL bytes"
             else:
-                trips = f"{fmt2(extra)} ({fmt2(med(label, mode, C_REF, 'commands_per_request'))} commands)"
+                trips = fmt2(med(label, mode, C_REF, "commands_per_request"))
                 commits = "none (AOF, fsync every second)"
             db = "in server" if kind == "sqlite" else ("–" if kind == "memory" else cpu(med(label, mode, C_REF, "cpu_db_us")))
             size_cell = "–" if size is None else f"{size:,.0f}" + (" (resident, payments)" if kind == "memory" else "")
@@ -342,11 +372,13 @@ def cost_model():
 
 
 print("## 5. Cost model: what one call costs on each store\n")
-print(f"From the matrix at C = {C_REF}, medians over rounds. Round trips are the bench server's "
-      "write system calls per request beyond the bare handler's (`/proc/PID/io` `syscw`: one per "
-      "statement or command sent; for SQLite, writes to its files). Commits are Postgres "
-      "transaction ids used per request (a transaction that wrote; a read-only one takes none) "
-      "and the WAL it wrote. Bytes stored per record: Postgres `pg_total_relation_size` (table, "
+print(f"From the matrix at C = {C_REF}, medians over rounds. Round trips are statements per request "
+      "for Postgres (`pg_stat_statements` calls over the window; `BEGIN` and `COMMIT` count), "
+      "scripts sent (`EVALSHA`, from `INFO commandstats`) for Redis; SQLite runs in the server's "
+      "process, and its column counts the server's file writes per request beyond the bare "
+      "handler's writes (`/proc/PID/io` `syscw`). Commits are Postgres transaction ids used per "
+      "request (a transaction that wrote, whose commit waits for its WAL flush; a read-only one "
+      "takes none) and the WAL written. Bytes stored per record: Postgres `pg_total_relation_size` (table, "
       "TOAST and index) over the records the run left; SQLite the database files over its "
       "records; Redis `used_memory` over its keys; memory the `payments` service's resident "
       "growth per stored key (section 6).\n")

@@ -326,4 +326,14 @@ if [ "${BENCH_WRITE:-1}" = 1 ]; then REPORT=$ROOT/BENCHMARKS.md CHARTS=$ROOT/ben
 else REPORT=$OUT/BENCHMARKS.md CHARTS=$OUT/charts; fi
 python3 "$ROOT/bench/charts.py" "$OUT" "$CHARTS"
 python3 "$ROOT/bench/report.py" "$OUT" "$ROOT" "$(realpath --relative-to="$(dirname "$REPORT")" "$CHARTS")" >"$REPORT"
-log "wrote $REPORT and the charts in $CHARTS"
+if [ "${BENCH_WRITE:-1}" = 1 ]; then
+  # README.md's Performance section carries the cost model, between its two markers.
+  python3 - "$ROOT/README.md" "$OUT/cost-model.md" <<'PY2'
+import re, sys
+readme, table = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+start, end = "<!-- cost model: written by bench/run.sh -->\n", "<!-- end of cost model -->"
+readme = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: start + table + end, readme, flags=re.S)
+open(sys.argv[1], "w").write(readme)
+PY2
+fi
+log "wrote $REPORT, the charts in $CHARTS and README.md's cost model"

@@ -44,8 +44,8 @@ struct Ack {
     received: usize,
 }
 
-/// The trivial handler: reads the body, answers 201 with its length.
-async fn bare(State(_): State<BenchState>, body: Bytes) -> (StatusCode, Json<Ack>) {
+/// Every handler's answer: 201 with the body's length.
+fn ack(body: &Bytes) -> (StatusCode, Json<Ack>) {
     (
         StatusCode::CREATED,
         Json(Ack {
@@ -54,15 +54,15 @@ async fn bare(State(_): State<BenchState>, body: Bytes) -> (StatusCode, Json<Ack
     )
 }
 
+/// The trivial handler: reads the body, answers 201 with its length.
+async fn bare(State(_): State<BenchState>, body: Bytes) -> (StatusCode, Json<Ack>) {
+    ack(&body)
+}
+
 /// The same handler under the attribute.
 #[idempotent(store = "app.idem")]
 async fn idem(State(app): State<BenchState>, body: Bytes) -> (StatusCode, Json<Ack>) {
-    (
-        StatusCode::CREATED,
-        Json(Ack {
-            received: body.len(),
-        }),
-    )
+    ack(&body)
 }
 
 /// The same handler in transactional mode on Postgres.
@@ -72,12 +72,7 @@ async fn idem_tx_pg(
     _tx: PgTx,
     body: Bytes,
 ) -> (StatusCode, Json<Ack>) {
-    (
-        StatusCode::CREATED,
-        Json(Ack {
-            received: body.len(),
-        }),
-    )
+    ack(&body)
 }
 
 /// The same handler in transactional mode on SQLite.
@@ -87,24 +82,14 @@ async fn idem_tx_sqlite(
     _tx: SqliteTx,
     body: Bytes,
 ) -> (StatusCode, Json<Ack>) {
-    (
-        StatusCode::CREATED,
-        Json(Ack {
-            received: body.len(),
-        }),
-    )
+    ack(&body)
 }
 
 /// The handler under `wait`, long enough (2 ms) for duplicates sent together to meet it.
 #[idempotent(store = "app.idem", wait = "10s")]
 async fn idem_wait(State(app): State<BenchState>, body: Bytes) -> (StatusCode, Json<Ack>) {
     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    (
-        StatusCode::CREATED,
-        Json(Ack {
-            received: body.len(),
-        }),
-    )
+    ack(&body)
 }
 
 async fn open(url: &StoreUrl) -> Result<Arc<dyn IdempotencyStore>, app::Error> {

@@ -31,7 +31,8 @@ for label, name in (("memory", "memory"), ("peer", "axum-idempotent"), ("sqlite"
                     ("sqlite-tx", "SQLite, transactional"), ("postgres", "Postgres"),
                     ("postgres-tx", "Postgres, transactional"), ("redis", "Redis")):
     ROWS += [(label, "first", f"{name}, first"), (label, "replay", f"{name}, replay")]
-ROWS += [("waiting", "first", "memory, waiting duplicates"),
+ROWS += [("grpc-bare", "first", "gRPC, bare method"), ("grpc", "first", "gRPC, first"),
+         ("grpc", "replay", "gRPC, replay"), ("waiting", "first", "memory, waiting duplicates"),
          ("pgbench-first", "first", "pgbench: claim + complete"),
          ("pgbench-tx", "first", "pgbench: claim; BEGIN, complete, COMMIT"),
          ("pgbench-replay", "replay", "pgbench: claim")]
@@ -75,7 +76,7 @@ def stacked(rows, title, path):
 
 stacked(present, "CPU per request (user + system, /proc), medians over rounds",
         f"{CHARTS}/cpu-per-request.png")
-stacked([row for row in present if row[0] in ("bare", "memory", "peer", "waiting")],
+stacked([row for row in present if row[0] in ("bare", "memory", "peer", "waiting", "grpc-bare", "grpc")],
         "CPU per request, in-process stores (user + system, /proc), medians over rounds",
         f"{CHARTS}/cpu-per-request-memory.png")
 

@@ -208,6 +208,9 @@ def main():
                "p50_us": pct(50), "p90_us": pct(90), "p99_us": pct(99),
                "max_us": lat[-1] if lat else 0, "status": {}, "replayed": 0, "errors": 0}
 
+    # grpc_bench answers with gRPC statuses, counted as errors by its callers: none here.
+    row.setdefault("status", {})
+    row.setdefault("errors", 0)
     n = max(1, row["requests"])
     per = lambda key: (after[key] - before[key]) / HZ * 1e6 / n
     row.update(fields)

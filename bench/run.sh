@@ -3,6 +3,7 @@
 # measures the whole matrix over HTTP on loopback, interleaved by round: the bare handler;
 # #[idempotent] on memory, SQLite, Postgres and Redis in plain mode; SQLite and Postgres in
 # transactional mode; duplicates that wait for the in-flight result; the axum-idempotent peer;
+# a tonic method bare and under #[idempotent] (grpc_bench);
 # and pgbench running the Postgres store's own statements. Every row carries req/s, p50, p99
 # and CPU per request of the server, the database and the load generator, over the measured
 # window only (bench/measure.py). Then the payments service's memory after a million keys,
@@ -50,7 +51,7 @@ python3 -c 'import matplotlib' 2>/dev/null || {
 
 log "building in release (bench_server, loadgen, payments)"
 cargo build --release --quiet -p idem-examples --features peer-bench \
-  --bin bench_server --bin loadgen --bin payments
+  --bin bench_server --bin loadgen --bin payments --bin grpc_bench
 
 if [ "${BENCH_CRITERION:-1}" = 1 ]; then
   log "criterion: cargo bench -p idem-tests --bench overhead"
@@ -128,6 +129,14 @@ start sqlite bench_server IDEM_STORE="sqlite://$SQLITE_DIR/bench.db"; SQLITE=$AD
 start pg bench_server IDEM_STORE="$PG_URL"; PG=$ADDR; PG_APP=$PID
 start redis bench_server IDEM_STORE="redis://127.0.0.1:$REDIS_PORT"; REDIS=$ADDR; REDIS_APP=$PID
 log "bench_server: memory $MEM, sqlite $SQLITE, postgres $PG, redis $REDIS"
+# gRPC: grpc_bench serves the same trivial tonic method bare and under #[idempotent] on the
+# memory store, in one process, and names both addresses.
+"$BIN/grpc_bench" serve >"$OUT/grpc.addrs" 2>"$OUT/grpc.log" &
+GRPC_PID=$!
+PIDS+=("$GRPC_PID")
+for _ in $(seq 1 100); do [ "$(wc -l <"$OUT/grpc.addrs")" -ge 2 ] && break; sleep 0.05; done
+GRPC_BARE=$(awk '$1 == "bare" {print $2}' "$OUT/grpc.addrs")
+GRPC_IDEM=$(awk '$1 == "idem" {print $2}' "$OUT/grpc.addrs")
 
 # load LABEL MODE C ROUND SERVER_ADDR SERVER_PID PATH DB [loadgen args]: one measured run.
 # DB is none (memory, or SQLite in the server's own process), pg or redis.
@@ -142,6 +151,15 @@ load() {
     "$BIN/loadgen" --addr "$addr" --path "$path" --mode "$mode" --concurrency "$c" \
     --duration "$DURATION" --warmup 1 --body-bytes "$BODY" --tag "r$round-$label-$mode-c$c" \
     --label "$label" "$@" >>"$OUT/results.jsonl"
+}
+
+# grpc LABEL ADDR MODE C ROUND: one measured run of grpc_bench's own load generator (one
+# HTTP/2 connection per caller, 1 s of warm-up), which marks its window as loadgen does.
+grpc() {
+  local label=$1 addr=$2 mode=$3 c=$4 round=$5
+  python3 "$ROOT/bench/measure.py" loadgen --server "$GRPC_PID" --field round="$round" \
+    --field db=none --field label="$label" -- \
+    "$BIN/grpc_bench" load "$addr" "$mode" "$c" "$DURATION" "$GRPC_PID" >>"$OUT/results.jsonl"
 }
 
 # ---------------------------------------------------------------- pgbench
@@ -255,6 +273,9 @@ for round in $(seq 1 "$ROUNDS"); do
       load postgres-tx "$mode" "$c" "$round" "$PG" "$PG_APP" /idem/tx pg
       load redis "$mode" "$c" "$round" "$REDIS" "$REDIS_APP" /idem redis
     done
+    grpc grpc-bare "$GRPC_BARE" first "$c" "$round" || log "gRPC bare run failed"
+    grpc grpc "$GRPC_IDEM" first "$c" "$round" || log "gRPC first-call run failed"
+    grpc grpc "$GRPC_IDEM" replay "$c" "$round" || log "gRPC replay run failed"
     # Duplicates: connections in fours send the same new keys together; one runs the handler
     # (2 ms), the other three wait for its answer.
     [ "$c" -ge 4 ] && load waiting first "$c" "$round" "$MEM" "$MEM_PID" /idem/wait none --group 4

@@ -382,7 +382,8 @@ print(f"From the matrix at C = {C_REF}, medians over rounds. Round trips are sta
       "process, and its column counts the server's file writes per request beyond the bare "
       "handler's writes (`/proc/PID/io` `syscw`). Commits are Postgres transaction ids used per "
       "request (a transaction that wrote, whose commit waits for its WAL flush; a read-only one "
-      "takes none) and the WAL written. Bytes stored per record: Postgres `pg_total_relation_size` (table, "
+      "takes none) and the WAL written; SQLite's commits are not counted (no counter outside its "
+      "process). Bytes stored per record: Postgres `pg_total_relation_size` (table, "
       "TOAST and index) over the records the run left; SQLite the database files over its "
       "records; Redis `used_memory` over its keys; memory the `payments` service's resident "
       "growth per stored key (section 6).\n")

@@ -13,7 +13,8 @@
 # is stopped on exit by its PID. Timings never fail anything: the script fails only when
 # something cannot run.
 #
-#   bench/run.sh                     # everything (about 25 minutes on 2 cores)
+#   bench/run.sh                     # everything (about 35 minutes on 2 cores)
+#   BENCH_CONCURRENCY="1 16" BENCH_DURATION=4 bench/run.sh   # what BENCHMARKS.md holds (17 minutes)
 #   BENCH_ROUNDS=1 BENCH_DURATION=2 BENCH_RSS_KEYS=100000 BENCH_WRITE=0 bench/run.sh   # a quick look
 #
 # Settings: BENCH_ROUNDS (3; each configuration runs once per round, interleaved, and the

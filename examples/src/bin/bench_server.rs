@@ -3,9 +3,14 @@
 //!
 //! - `POST /bare`: the handler as it is.
 //! - `POST /idem`: the same handler under `#[idempotent]`, on the store named by `IDEM_STORE`
-//!   (`memory`, `sqlite://PATH` or a `postgres://` URL; default `memory`); with
+//!   (`memory`, `sqlite://PATH`, a `postgres://` or a `redis://` URL; default `memory`); with
 //!   `IDEM_PG_POOLER=transaction`, a Postgres store sends its statements as text, as behind a
 //!   transaction-mode pooler (`PostgresStore::behind_pooler`), whether or not one is there.
+//! - `POST /idem/tx` (SQL stores only): the same handler in transactional mode, taking the
+//!   store's `Tx` and writing nothing through it, so the row measures the claim, the completion
+//!   and their one shared transaction.
+//! - `POST /idem/wait`: the handler under `wait = "10s"`, running 2 ms, so that duplicates sent
+//!   at once meet it in progress and wait for its answer.
 //! - `POST /peer` (feature `peer-bench`): the same handler behind the `axum-idempotent` crate,
 //!   direct-key mode on its in-memory (moka) session store. It caches only for requests that
 //!   carry a session, so a client first calls `POST /peer/session` and sends back the cookie.
@@ -23,7 +28,8 @@ use bytes::Bytes;
 use idem_examples::app;
 use idem_examples::settings::{self, StoreUrl};
 use idem_runtime::{
-    IdempotencyStore, MemoryStore, PostgresStore, RedisStore, SqliteStore, Store, idempotent,
+    IdempotencyStore, MemoryStore, PgTx, PostgresStore, RedisStore, SqliteStore, SqliteTx, Store,
+    idempotent,
 };
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -40,8 +46,8 @@ struct Ack {
     received: usize,
 }
 
-/// The trivial handler: reads the body, answers 201 with its length.
-async fn bare(State(_): State<BenchState>, body: Bytes) -> (StatusCode, Json<Ack>) {
+/// Every handler's answer: 201 with the body's length.
+fn ack(body: &Bytes) -> (StatusCode, Json<Ack>) {
     (
         StatusCode::CREATED,
         Json(Ack {
@@ -50,15 +56,42 @@ async fn bare(State(_): State<BenchState>, body: Bytes) -> (StatusCode, Json<Ack
     )
 }
 
+/// The trivial handler: reads the body, answers 201 with its length.
+async fn bare(State(_): State<BenchState>, body: Bytes) -> (StatusCode, Json<Ack>) {
+    ack(&body)
+}
+
 /// The same handler under the attribute.
 #[idempotent(store = "app.idem")]
 async fn idem(State(app): State<BenchState>, body: Bytes) -> (StatusCode, Json<Ack>) {
-    (
-        StatusCode::CREATED,
-        Json(Ack {
-            received: body.len(),
-        }),
-    )
+    ack(&body)
+}
+
+/// The same handler in transactional mode on Postgres.
+#[idempotent(store = "app.idem", transactional)]
+async fn idem_tx_pg(
+    State(app): State<BenchState>,
+    _tx: PgTx,
+    body: Bytes,
+) -> (StatusCode, Json<Ack>) {
+    ack(&body)
+}
+
+/// The same handler in transactional mode on SQLite.
+#[idempotent(store = "app.idem", transactional)]
+async fn idem_tx_sqlite(
+    State(app): State<BenchState>,
+    _tx: SqliteTx,
+    body: Bytes,
+) -> (StatusCode, Json<Ack>) {
+    ack(&body)
+}
+
+/// The handler under `wait`, long enough (2 ms) for duplicates sent together to meet it.
+#[idempotent(store = "app.idem", wait = "10s")]
+async fn idem_wait(State(app): State<BenchState>, body: Bytes) -> (StatusCode, Json<Ack>) {
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    ack(&body)
 }
 
 async fn open(url: &StoreUrl, pooler: bool) -> Result<Arc<dyn IdempotencyStore>, app::Error> {
@@ -93,7 +126,13 @@ async fn main() -> Result<(), app::Error> {
     let router = Router::new()
         .route("/bare", post(bare))
         .route("/idem", post(idem))
+        .route("/idem/wait", post(idem_wait))
         .route("/healthz", get(|| async { "ok" }));
+    let router = match url {
+        StoreUrl::Postgres(_) => router.route("/idem/tx", post(idem_tx_pg)),
+        StoreUrl::Sqlite(_) => router.route("/idem/tx", post(idem_tx_sqlite)),
+        StoreUrl::Memory | StoreUrl::Redis(_) => router,
+    };
     #[cfg(feature = "peer-bench")]
     let router = router.merge(peer::routes());
     let listener = TcpListener::bind(&bind).await?;

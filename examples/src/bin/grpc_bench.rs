@@ -1,4 +1,4 @@
-//! gRPC first calls and replays against a bare tonic method, for bench/grpc.sh.
+//! gRPC first calls and replays against a bare tonic method, for bench/run.sh.
 //!
 //! ```text
 //! grpc_bench serve                      # prints "bare ADDR" and "idem ADDR", serves until killed
@@ -9,8 +9,10 @@
 //! port, under `#[idempotent]` on the memory store on another. `load` keeps CONCURRENCY calls
 //! in flight over one HTTP/2 connection per caller for one warm-up second and SECONDS
 //! measured, a new key per call (`first`) or 8 completed keys per caller cycled (`replay`),
-//! and prints one JSON line: calls, how many were replays, calls per second, and the server's CPU time (user +
-//! system, from `/proc/PID/stat`) per call over the measured window.
+//! and prints one JSON line: calls, how many were replays, calls per second, p50 and p99
+//! latency, and the server's CPU time (user + system, from `/proc/PID/stat`) per call over the
+//! measured window. The lines `measuring` and `measured` on stderr mark the window, for
+//! bench/run.sh, which reads the CPU of every process around it (bench/measure.py).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -160,7 +162,6 @@ async fn load(
     };
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicU64::new(0));
     let replayed = Arc::new(AtomicU64::new(0));
     let mut callers = tokio::task::JoinSet::new();
     for caller in 0..concurrency {
@@ -169,7 +170,7 @@ async fn load(
             .await?;
         let mut client = PaymentsClient::new(channel);
         let (measuring, stop) = (measuring.clone(), stop.clone());
-        let (calls, replayed) = (calls.clone(), replayed.clone());
+        let replayed = replayed.clone();
         let tag = std::process::id();
         callers.spawn(async move {
             let keys: Vec<String> = (0..8)
@@ -181,40 +182,54 @@ async fn load(
                 }
             }
             let mut n: u64 = 0;
+            // The latency of every call answered in the measured window, in microseconds.
+            let mut latencies: Vec<u32> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let key = if replay {
                     keys[(n % 8) as usize].clone()
                 } else {
                     format!("first-{tag}-{caller}-{n}")
                 };
+                let sent = Instant::now();
                 let answer = client.create_payment(request(&key)?).await?;
                 n += 1;
                 if measuring.load(Ordering::Relaxed) {
-                    calls.fetch_add(1, Ordering::Relaxed);
+                    latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
                     if answer.metadata().get("idempotent-replayed").is_some() {
                         replayed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-            Ok::<(), Error>(())
+            Ok::<Vec<u32>, Error>(latencies)
         });
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+    eprintln!("measuring");
     let (cpu_before, started) = (cpu(pid)?, Instant::now());
     measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let (cpu_after, took) = (cpu(pid)?, started.elapsed());
+    eprintln!("measured");
     stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
     while let Some(done) = callers.join_next().await {
-        done??;
+        latencies.extend(done??);
     }
-    let calls = calls.load(Ordering::Relaxed);
+    latencies.sort_unstable();
+    let percentile = |p: usize| {
+        let rank = (latencies.len() * p).div_ceil(100).max(1);
+        latencies.get(rank - 1).copied().unwrap_or(0)
+    };
+    let calls = latencies.len() as u64;
     let replayed = replayed.load(Ordering::Relaxed);
     let cpu_us = (cpu_after - cpu_before).as_secs_f64() * 1e6;
     println!(
-        "{{\"mode\":\"{mode}\",\"concurrency\":{concurrency},\"calls\":{calls},\"replayed\":{replayed},\"rps\":{:.0},\"cpu_us_per_call\":{:.1}}}",
+        "{{\"mode\":\"{mode}\",\"concurrency\":{concurrency},\"calls\":{calls},\"requests\":{calls},\"replayed\":{replayed},\"rps\":{:.0},\"seconds\":{:.3},\"p50_us\":{},\"p99_us\":{},\"cpu_us_per_call\":{:.1}}}",
         calls as f64 / took.as_secs_f64(),
+        took.as_secs_f64(),
+        percentile(50),
+        percentile(99),
         cpu_us / calls.max(1) as f64
     );
     Ok(())

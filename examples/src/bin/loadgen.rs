@@ -7,8 +7,13 @@
 //! ```text
 //! loadgen --addr 127.0.0.1:3000 --path /idem --concurrency 16 --duration 5 --mode first \
 //!         --body-bytes 100 [--warmup 1] [--requests N] [--keys 8] [--tag run1] \
-//!         [--session /peer/session] [--session-every 100] [--body '{"amount":1}'] [--label x]
+//!         [--session /peer/session] [--session-every 100] [--body '{"amount":1}'] [--label x] \
+//!         [--group 1]
 //! ```
+//!
+//! `--group G` (first calls): connections in groups of G send the same keys in the same order,
+//! so that duplicates arrive together. The lines `measuring` and `measured` on stderr mark the
+//! measured window, for a caller that reads CPU times around it.
 //!
 //! Prints one JSON object: requests, seconds, rps, p50/p90/p99/max latency in microseconds,
 //! counts by status, how many answers were replays, and connection errors. Runs are bounded
@@ -48,6 +53,7 @@ struct Options {
     session: Option<String>,
     session_every: u64,
     label: String,
+    group: usize,
 }
 
 fn parse() -> Result<Options, Error> {
@@ -100,6 +106,7 @@ fn parse() -> Result<Options, Error> {
         session: get("session"),
         session_every: num("session-every", 100.0)? as u64,
         label: get("label").unwrap_or_default(),
+        group: (num("group", 1.0)? as usize).max(1),
     })
 }
 
@@ -291,7 +298,7 @@ async fn connection(
             since_session = 0;
         }
         let key = match options.mode {
-            Mode::First => format!("{}-{id:03}-{n:08}", options.tag),
+            Mode::First => format!("{}-{:03}-{n:08}", options.tag, id / options.group),
             Mode::Replay => format!("{}-{id:03}-r{:04}", options.tag, n % options.keys as u64),
         };
         let priming = options.mode == Mode::Replay && primed < options.keys;
@@ -347,6 +354,10 @@ fn main() -> Result<(), Error> {
         let measure_from = start + options.warmup;
         let end = measure_from + options.duration;
         let sent = Arc::new(AtomicU64::new(0));
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            eprintln!("measuring");
+        });
         let tasks: Vec<_> = (0..options.concurrency)
             .map(|id| {
                 tokio::spawn(connection(
@@ -368,6 +379,7 @@ fn main() -> Result<(), Error> {
             all.replayed += t.replayed;
             all.errors += t.errors;
         }
+        eprintln!("measured");
         let measured = Instant::now()
             .min(end)
             .saturating_duration_since(measure_from);

@@ -51,6 +51,11 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    /// The Postgres URL goes through a pooler in transaction mode (PgBouncer): send each
+    /// statement as text, as the service's `PostgresStore::behind_pooler()` does.
+    #[arg(long, global = true)]
+    behind_pooler: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -141,7 +146,7 @@ async fn run(cli: &Cli) -> Result<Report, Failure> {
     let url = cli.store.as_deref().ok_or_else(|| {
         Failure::usage("--store URL is required: sqlite://PATH or postgres://USER@HOST/DATABASE")
     })?;
-    let url = StoreUrl::parse(url)?;
+    let url = StoreUrl::parse(url, cli.behind_pooler)?;
     match &cli.command {
         Command::Inspect(args) => {
             // The key is checked before the store is touched.

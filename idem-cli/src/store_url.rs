@@ -21,14 +21,20 @@ const FORMS: &str = "sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABAS
 pub enum StoreUrl {
     /// `sqlite://PATH` (or `sqlite:PATH`), with the file's path.
     Sqlite { url: String, path: PathBuf },
-    /// `postgres://...` or `postgresql://...`.
-    Postgres(String),
+    /// `postgres://...` or `postgresql://...`, and whether it goes through a pooler in
+    /// transaction mode (`--behind-pooler`).
+    Postgres { url: String, behind_pooler: bool },
 }
 
 impl StoreUrl {
-    /// Reads `--store`; a SQLite file must exist.
-    pub fn parse(text: &str) -> Result<Self, Failure> {
+    /// Reads `--store` (and `--behind-pooler`, for Postgres only); a SQLite file must exist.
+    pub fn parse(text: &str, behind_pooler: bool) -> Result<Self, Failure> {
         if let Some(rest) = text.strip_prefix("sqlite:") {
+            if behind_pooler {
+                return Err(Failure::usage(
+                    "--behind-pooler is for a Postgres URL; a SQLite database has no pooler",
+                ));
+            }
             let rest = rest.strip_prefix("//").unwrap_or(rest);
             let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
             if path.is_empty() || path == ":memory:" || query.contains("mode=memory") {
@@ -45,7 +51,10 @@ impl StoreUrl {
             });
         }
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            return Ok(StoreUrl::Postgres(text.to_owned()));
+            return Ok(StoreUrl::Postgres {
+                url: text.to_owned(),
+                behind_pooler,
+            });
         }
         let scheme = match text.split_once("://") {
             Some((scheme, _)) => format!("the scheme {scheme:?}"),
@@ -77,7 +86,7 @@ impl StoreUrl {
                     })?;
                 Ok(Store::new(opened.with_table(table).map_err(invalid_table)?))
             }
-            StoreUrl::Postgres(url) => {
+            StoreUrl::Postgres { url, behind_pooler } => {
                 let connected = tokio::time::timeout(CONNECT_TIMEOUT, PostgresStore::connect(url))
                     .await
                     .map_err(|_| {
@@ -91,9 +100,12 @@ impl StoreUrl {
                                      and are the URL's host, port, user and database right?)";
                         Failure::from_store(doing, &e)
                     })?;
-                Ok(Store::new(
-                    connected.with_table(table).map_err(invalid_table)?,
-                ))
+                let store = connected.with_table(table).map_err(invalid_table)?;
+                Ok(Store::new(if *behind_pooler {
+                    store.behind_pooler()
+                } else {
+                    store
+                }))
             }
         }
     }
@@ -125,7 +137,11 @@ mod tests {
     use crate::failure::Kind;
 
     fn refused(text: &str) -> String {
-        match StoreUrl::parse(text) {
+        refused_with(text, false)
+    }
+
+    fn refused_with(text: &str, behind_pooler: bool) -> String {
+        match StoreUrl::parse(text, behind_pooler) {
             Err(failure) => {
                 assert_eq!(failure.kind(), Kind::Usage, "{text}");
                 failure.message().to_owned()
@@ -140,9 +156,28 @@ mod tests {
             "postgres://u:p@h/db",
             "postgresql://h:5433/db?sslmode=disable",
         ] {
-            assert_eq!(
-                StoreUrl::parse(text).ok(),
-                Some(StoreUrl::Postgres(text.to_owned()))
+            for behind_pooler in [false, true] {
+                assert_eq!(
+                    StoreUrl::parse(text, behind_pooler).ok(),
+                    Some(StoreUrl::Postgres {
+                        url: text.to_owned(),
+                        behind_pooler
+                    })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_pooler_is_for_postgres_only() {
+        let file = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_owned));
+        if let Some(file) = file {
+            let message = refused_with(&format!("sqlite://{file}"), true);
+            assert!(
+                message.contains("--behind-pooler is for a Postgres URL"),
+                "{message}"
             );
         }
     }
@@ -167,7 +202,10 @@ mod tests {
             .and_then(|p| p.to_str().map(str::to_owned));
         if let Some(file) = file {
             let url = format!("sqlite://{file}?mode=rw");
-            assert!(matches!(StoreUrl::parse(&url), Ok(StoreUrl::Sqlite { .. })));
+            assert!(matches!(
+                StoreUrl::parse(&url, false),
+                Ok(StoreUrl::Sqlite { .. })
+            ));
         }
     }
 }

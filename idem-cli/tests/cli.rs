@@ -1,6 +1,7 @@
 //! The built `idem` binary against real stores: each case runs on a SQLite file
-//! (`sqlite::…`) and on a throwaway Postgres database (`postgres::…`), with records made
-//! through the store's own claims. The cases without a store check the refusals that come
+//! (`sqlite::…`), on a throwaway Postgres database (`postgres::…`) and on one behind a
+//! throwaway PgBouncer in transaction mode, opened with `--behind-pooler` (`pgbouncer::…`),
+//! with records made through the store's own claims. The cases without a store check the refusals that come
 //! before one is opened.
 
 mod support;
@@ -212,7 +213,7 @@ async fn an_invalid_key_is_refused_with_the_runtimes_message(fixture: &Fixture) 
     run.failed_with(2, "invalid key: an idempotency key may only contain");
 }
 
-macro_rules! on_both_stores {
+macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
             $(
@@ -234,10 +235,20 @@ macro_rules! on_both_stores {
                 }
             )*
         }
+        mod pgbouncer {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(fixture) = super::support::pgbouncer().await {
+                        super::$case(&fixture).await;
+                    }
+                }
+            )*
+        }
     };
 }
 
-on_both_stores!(
+on_every_store!(
     inspect_shows_a_completed_record_without_its_body,
     inspect_shows_an_in_progress_record_with_its_lease,
     inspect_shows_a_failed_storage_record,

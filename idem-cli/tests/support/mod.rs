@@ -1,5 +1,6 @@
-//! What the `idem` binary's tests share: a migrated store on SQLite or Postgres, a runner
-//! for the built binary, and records made through the store's own claims.
+//! What the `idem` binary's tests share: a migrated store on SQLite, on Postgres, or on
+//! Postgres behind PgBouncer, a runner for the built binary, and records made through the
+//! store's own claims.
 
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ pub const BODY: &[u8] = b"{\"card\":\"4242-secret\"}";
 pub struct Fixture {
     pub store: Store,
     pub url: String,
+    /// Flags the binary needs for this store beside `--store`.
+    pub flags: &'static [&'static str],
     _db: Option<TestDb>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -29,6 +32,7 @@ pub async fn sqlite() -> Option<Fixture> {
     Some(Fixture {
         store: Store::new(sqlite),
         url,
+        flags: &[],
         _db: None,
         _dir: Some(dir),
     })
@@ -39,6 +43,20 @@ pub async fn postgres() -> Option<Fixture> {
     Some(Fixture {
         store: Store::new(db.own_store().await),
         url: db.url(),
+        flags: &[],
+        _db: Some(db),
+        _dir: None,
+    })
+}
+
+/// A Postgres database reached through a throwaway PgBouncer in transaction mode, which the
+/// binary opens with `--behind-pooler` (without it, its named statements fail there).
+pub async fn pgbouncer() -> Option<Fixture> {
+    let (db, url) = idem_tests::bouncer::database().await?;
+    Some(Fixture {
+        store: Store::new(idem_tests::bouncer::store_at(&url).await),
+        url,
+        flags: &["--behind-pooler"],
         _db: Some(db),
         _dir: None,
     })
@@ -97,6 +115,7 @@ pub async fn idem(args: &[&str]) -> Run {
 /// Runs `idem --store URL ARGS…` on the fixture's store.
 pub async fn on(fixture: &Fixture, args: &[&str]) -> Run {
     let mut all = vec!["--store", &fixture.url];
+    all.extend_from_slice(fixture.flags);
     all.extend_from_slice(args);
     idem(&all).await
 }

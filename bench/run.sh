@@ -160,7 +160,7 @@ grpc() {
   local label=$1 addr=$2 mode=$3 c=$4 round=$5
   python3 "$ROOT/bench/measure.py" loadgen --server "$GRPC_PID" --field round="$round" \
     --field db=none --field label="$label" -- \
-    "$BIN/grpc_bench" load "$addr" "$mode" "$c" "$DURATION" "$GRPC_PID" >>"$OUT/results.jsonl"
+    "$BIN/grpc_bench" load "$addr" "$mode" "$c" "$DURATION" >>"$OUT/results.jsonl"
 }
 
 # ---------------------------------------------------------------- pgbench

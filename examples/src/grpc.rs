@@ -184,21 +184,6 @@ async fn list(service: &Service) -> Result<Response<ListPaymentsResponse>, Statu
     }
 }
 
-/// The handler name under which `CreatePayment` keeps its records in `service`'s mode.
-pub fn create_handler(mode: Mode, payments: &Payments) -> &'static str {
-    match (mode, payments) {
-        (Mode::Transactional, Payments::Postgres { .. }) => {
-            "idem_examples::grpc::OnPostgres::create_payment"
-        }
-        (Mode::Transactional, Payments::Sqlite(_)) => {
-            "idem_examples::grpc::OnSqlite::create_payment"
-        }
-        (Mode::Plain, _) | (_, Payments::Memory(_) | Payments::Redis(_)) => {
-            "idem_examples::grpc::Plain::create_payment"
-        }
-    }
-}
-
 /// Serves `service` in the settings' mode on `listener` until `shutdown` completes, purging
 /// expired keys every `settings.purge_every`.
 pub async fn serve(

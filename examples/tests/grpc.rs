@@ -47,6 +47,7 @@ impl Payments for Probe {
         let req = request.into_inner();
         match req.currency.as_str() {
             "ERR" => Err(Status::internal("the processor failed")),
+            "PANIC" => panic!("the processor's client panicked"),
             "BAD" => {
                 let mut status =
                     Status::with_details(Code::InvalidArgument, "no such currency", "why".into());
@@ -211,6 +212,12 @@ pub async fn a_call_in_progress_is_aborted_with_retry_after(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Aborted);
+    // Another request under the key is refused while the first runs, as once it is done.
+    let other = client
+        .create_payment(pay(Some("order-0005"), 9900, "EUR"))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::FailedPrecondition);
     let retry_after: u64 = status
         .metadata()
         .get("retry-after")
@@ -255,6 +262,19 @@ pub async fn a_status_a_retry_might_cure_releases_the_claim(backend: Backend) {
             .is_some(),
         "a kept answer is"
     );
+}
+
+pub async fn a_panicking_method_is_internal_and_releases_the_claim(backend: Backend) {
+    let Running { probe, mut client } = serve(Store::from_arc(backend), OPEN).await;
+    for run in 1..=2 {
+        let status = client
+            .create_payment(pay(Some("order-0012"), 1200, "PANIC"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!replayed(status.metadata()));
+        assert_eq!(probe.runs.load(Ordering::SeqCst), run, "a retry runs again");
+    }
 }
 
 pub async fn another_error_status_is_kept_and_replayed_whole(backend: Backend) {
@@ -508,6 +528,7 @@ on_every_store!(
     another_request_under_the_key_is_failed_precondition,
     a_call_in_progress_is_aborted_with_retry_after,
     a_status_a_retry_might_cure_releases_the_claim,
+    a_panicking_method_is_internal_and_releases_the_claim,
     another_error_status_is_kept_and_replayed_whole,
     one_key_under_two_scopes_is_two_records,
     a_cancelled_call_finishes_and_its_answer_is_stored,

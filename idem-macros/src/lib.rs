@@ -182,21 +182,11 @@ fn expand(
     match (args, handler) {
         (Ok(args), Ok(handler)) => match mode {
             Mode::Call => emit_call::emit(&args, handler),
+            // gRPC methods went to `expand_grpc` above.
             Mode::Http | Mode::Grpc => emit::emit(&args, handler),
         },
         (args, handler) => {
-            let mut errors = Errors::default();
-            if let Err(error) = args {
-                errors.push(error);
-            }
-            if let Err(error) = handler {
-                errors.push(error);
-            }
-            let mut tokens = without_helper_attributes(item);
-            if let Err(error) = errors.finish() {
-                tokens.extend(error.into_compile_error());
-            }
-            tokens
+            with_errors(without_helper_attributes(item), [args.err(), handler.err()])
         }
     }
 }
@@ -222,21 +212,23 @@ fn expand_grpc(
     });
     match (args, method) {
         (Ok(args), Ok(method)) => emit_grpc::emit(&args, method),
-        (args, method) => {
-            let mut errors = Errors::default();
-            if let Err(error) = args {
-                errors.push(error);
-            }
-            if let Err(error) = method {
-                errors.push(error);
-            }
-            let mut tokens = item;
-            if let Err(error) = errors.finish() {
-                tokens.extend(error.into_compile_error());
-            }
-            tokens
-        }
+        (args, method) => with_errors(item, [args.err(), method.err()]),
     }
+}
+
+/// `tokens`, the item as written, followed by the errors of the steps that failed.
+fn with_errors(
+    mut tokens: proc_macro2::TokenStream,
+    failures: [Option<syn::Error>; 2],
+) -> proc_macro2::TokenStream {
+    let mut errors = Errors::default();
+    for error in failures.into_iter().flatten() {
+        errors.push(error);
+    }
+    if let Err(error) = errors.finish() {
+        tokens.extend(error.into_compile_error());
+    }
+    tokens
 }
 
 /// The function as written, minus `#[idem(...)]` on its parameters (which only the expansion

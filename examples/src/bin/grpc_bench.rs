@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! grpc_bench serve                      # prints "bare ADDR" and "idem ADDR", serves until killed
-//! grpc_bench load ADDR first|replay CONCURRENCY SECONDS SERVER_PID
+//! grpc_bench load ADDR first|replay CONCURRENCY SECONDS
 //! ```
 //!
 //! `serve` runs the same trivial `CreatePayment` twice in one process: bare on one loopback
@@ -10,9 +10,8 @@
 //! in flight over one HTTP/2 connection per caller for one warm-up second and SECONDS
 //! measured, a new key per call (`first`) or 8 completed keys per caller cycled (`replay`),
 //! and prints one JSON line: calls, how many were replays, calls per second, p50 and p99
-//! latency, and the server's CPU time (user + system, from `/proc/PID/stat`) per call over the
-//! measured window. The lines `measuring` and `measured` on stderr mark the window, for
-//! bench/run.sh, which reads the CPU of every process around it (bench/measure.py).
+//! latency. The lines `measuring` and `measured` on stderr mark the window, for bench/run.sh,
+//! which reads the CPU of every process around it (bench/measure.py).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -94,19 +93,10 @@ async fn main() -> Result<(), Error> {
         .as_slice()
     {
         ["serve"] => serve().await,
-        ["load", addr, mode, concurrency, seconds, pid] => {
-            load(
-                addr,
-                mode,
-                concurrency.parse()?,
-                seconds.parse()?,
-                pid.parse()?,
-            )
-            .await
+        ["load", addr, mode, concurrency, seconds] => {
+            load(addr, mode, concurrency.parse()?, seconds.parse()?).await
         }
-        _ => {
-            Err("usage: grpc_bench serve | grpc_bench load ADDR first|replay C SECONDS PID".into())
-        }
+        _ => Err("usage: grpc_bench serve | grpc_bench load ADDR first|replay C SECONDS".into()),
     }
 }
 
@@ -126,17 +116,6 @@ async fn serve() -> Result<(), Error> {
     Ok(())
 }
 
-/// The process's user + system CPU time, from `/proc/PID/stat` (fields 14 and 15, in clock
-/// ticks of 1/100 s).
-fn cpu(pid: u32) -> Result<Duration, Error> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_name = stat.rsplit_once(')').ok_or("an unreadable stat line")?.1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).ok_or("no utime")?.parse::<u64>()?
-        + fields.get(12).ok_or("no stime")?.parse::<u64>()?;
-    Ok(Duration::from_millis(ticks * 10))
-}
-
 fn request(key: &str) -> Result<Request<CreatePaymentRequest>, Error> {
     let mut request = Request::new(CreatePaymentRequest {
         amount: 1200,
@@ -148,13 +127,7 @@ fn request(key: &str) -> Result<Request<CreatePaymentRequest>, Error> {
     Ok(request)
 }
 
-async fn load(
-    addr: &str,
-    mode: &str,
-    concurrency: usize,
-    seconds: u64,
-    pid: u32,
-) -> Result<(), Error> {
+async fn load(addr: &str, mode: &str, concurrency: usize, seconds: u64) -> Result<(), Error> {
     let replay = match mode {
         "first" => false,
         "replay" => true,
@@ -205,11 +178,11 @@ async fn load(
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     eprintln!("measuring");
-    let (cpu_before, started) = (cpu(pid)?, Instant::now());
+    let started = Instant::now();
     measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     measuring.store(false, Ordering::Relaxed);
-    let (cpu_after, took) = (cpu(pid)?, started.elapsed());
+    let took = started.elapsed();
     eprintln!("measured");
     stop.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
@@ -223,14 +196,12 @@ async fn load(
     };
     let calls = latencies.len() as u64;
     let replayed = replayed.load(Ordering::Relaxed);
-    let cpu_us = (cpu_after - cpu_before).as_secs_f64() * 1e6;
     println!(
-        "{{\"mode\":\"{mode}\",\"concurrency\":{concurrency},\"calls\":{calls},\"requests\":{calls},\"replayed\":{replayed},\"rps\":{:.0},\"seconds\":{:.3},\"p50_us\":{},\"p99_us\":{},\"cpu_us_per_call\":{:.1}}}",
+        "{{\"mode\":\"{mode}\",\"concurrency\":{concurrency},\"requests\":{calls},\"replayed\":{replayed},\"rps\":{:.0},\"seconds\":{:.3},\"p50_us\":{},\"p99_us\":{}}}",
         calls as f64 / took.as_secs_f64(),
         took.as_secs_f64(),
         percentile(50),
         percentile(99),
-        cpu_us / calls.max(1) as f64
     );
     Ok(())
 }

@@ -23,6 +23,7 @@ use crate::engine::job::Job;
 use crate::engine::key::{IdempotencyKey, KeyError};
 use crate::engine::outcome::Outcome;
 use crate::engine::record::Target;
+use crate::engine::scope::Scope;
 use crate::grpc::answer::{self, Captured, Message};
 use crate::grpc::refusal::Refusal;
 
@@ -153,8 +154,10 @@ fn prepare<M: Message>(
     request: &tonic::Request<M>,
 ) -> Prepared {
     let key = metadata_key(request.metadata(), config.header_value());
-    // A store's scope rule reads an HTTP request: the call's metadata are its headers.
-    let parts = store.is_scoped().then(|| request_parts(request));
+    // A store's scope rule reads an HTTP request: the call's metadata are its headers. Copied
+    // only for a method that takes its scope from that rule.
+    let parts = (matches!(target.scope, Scope::Inherit) && store.is_scoped())
+        .then(|| request_parts(request));
     let fingerprint =
         |handler: &str| Fingerprint::of_parts(&[handler.as_bytes(), &request.get_ref().encode()]);
     match admit(store, config, target, key, parts.as_ref(), fingerprint) {
@@ -230,7 +233,7 @@ fn verdict<R: Message>(verdict: Verdict<Answer<R>>) -> Answer<R> {
         Verdict::Ran(answer) => answer,
         Verdict::Panicked(_) => Err(Refusal::Failed.status(None, None)),
         Verdict::Replay(payload) => answer::replay(&payload),
-        Verdict::Mismatch => Err(refuse(Outcome::Mismatch, None)),
+        Verdict::Mismatch => Err(Refusal::Mismatch.status(None, None)),
         Verdict::Conflict { retry_after } => Err(Refusal::Conflict.status(None, Some(retry_after))),
         Verdict::OverQuota { retry_after } => {
             Err(Refusal::QuotaExceeded.status(None, Some(retry_after)))

@@ -22,6 +22,7 @@ use connection::{Target, classify, eviction_policies, refuse_eviction};
 use scripts::SCRIPTS;
 
 use super::columns::{Columns, InspectColumns, acquired_from_column, millis, payload_columns};
+use crate::engine::fingerprint::push_hex;
 use crate::engine::inspect::{Inspection, Stats};
 use crate::engine::record::{Claim, ClaimOutcome, Payload, Record, RecordId};
 use crate::engine::store::{IdempotencyStore, Ownership, Reply, StoreError, StoreResult};
@@ -170,11 +171,7 @@ impl RedisStore {
         let mut key = String::with_capacity(self.prefix.len() + 33);
         key.push_str(&self.prefix);
         key.push(':');
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for byte in &digest[..16] {
-            key.push(char::from(HEX[usize::from(byte >> 4)]));
-            key.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
+        push_hex(&mut key, &digest[..16]);
         key
     }
 

@@ -13,6 +13,7 @@
 use std::fmt::Write;
 
 use super::Param;
+use crate::engine::fingerprint::push_hex;
 use crate::engine::store::{StoreError, StoreResult};
 
 /// `template` with each `$N` replaced by `params[N - 1]` written as a literal. Only the
@@ -59,12 +60,8 @@ fn write(sql: &mut String, param: &Param<'_>) -> StoreResult<()> {
         Param::Text(text) | Param::NullableText(Some(text)) => write_text(sql, text)?,
         Param::NullableText(None) => sql.push_str("NULL"),
         Param::Bytes(bytes) => {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
             sql.push_str("decode('");
-            for byte in *bytes {
-                sql.push(char::from(HEX[usize::from(byte >> 4)]));
-                sql.push(char::from(HEX[usize::from(byte & 0xf)]));
-            }
+            push_hex(sql, bytes);
             sql.push_str("', 'hex')");
         }
         // Parenthesised, so that `-1` stays one value before a cast.

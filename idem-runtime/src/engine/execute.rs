@@ -78,6 +78,10 @@ pub(crate) enum Verdict<T> {
 /// through, and where it is handed back when the work is done with it.
 pub struct Lent {
     /// The transaction.
+    #[cfg_attr(
+        not(feature = "sqlx"),
+        expect(dead_code, reason = "only the SQL stores lend transactions")
+    )]
     pub(crate) transaction: Box<dyn StoreTransaction>,
     /// Where it is handed back.
     pub(crate) back: TransactionSlot,
@@ -97,6 +101,10 @@ pub(crate) struct TransactionSlot(Arc<Mutex<Option<Box<dyn StoreTransaction>>>>)
 
 impl TransactionSlot {
     /// Hands a transaction back.
+    #[cfg_attr(
+        not(feature = "sqlx"),
+        expect(dead_code, reason = "only the SQL stores lend transactions")
+    )]
     pub(crate) fn put(&self, transaction: Box<dyn StoreTransaction>) {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(transaction);
     }

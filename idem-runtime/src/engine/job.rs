@@ -103,6 +103,7 @@ pub(crate) struct Caller {
 
 impl Caller {
     /// The caller hung up.
+    #[cfg(any(feature = "axum", feature = "tonic"))]
     pub(crate) fn hang_up(&self) {
         self.gone.store(true, Ordering::Release);
         self.left.notify_waiters();

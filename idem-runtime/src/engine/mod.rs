@@ -4,10 +4,12 @@
 //! Nothing here knows HTTP or any other protocol: an adapter (`http`, `function`) turns its
 //! protocol into a claim and a piece of work, and the executor's verdict back into an answer.
 
+#[cfg(any(feature = "axum", feature = "tonic"))]
 pub(crate) mod admit;
 pub(crate) mod backoff;
 pub(crate) mod config;
 pub(crate) mod decide;
+#[cfg(any(feature = "axum", feature = "tonic"))]
 pub(crate) mod detach;
 pub(crate) mod execute;
 pub(crate) mod fingerprint;

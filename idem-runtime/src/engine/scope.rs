@@ -55,6 +55,7 @@ impl Rule {
 }
 
 /// Whether any store in the process has a rule (`Store::scope_by`).
+#[cfg(feature = "axum")]
 pub(crate) fn rules_exist() -> bool {
     RULES.load(Ordering::Relaxed)
 }

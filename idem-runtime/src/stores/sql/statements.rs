@@ -62,10 +62,6 @@ pub trait Dialect: Database {
     const STATS: &'static str;
     /// The column in which `CLAIM` and `GET` return the lease left.
     const LEASE_LEFT: &'static str;
-    /// The time until the first live record of a scope (`1`) expires, among the first `2`
-    /// found, as `first_expiry` in the unit of [`Dialect::duration`] (NULL when it has none):
-    /// a refused claim's `Retry-After`, when the claim cannot say it itself.
-    const FIRST_EXPIRY: &'static str;
 
     /// The statement that opens a transaction at `isolation`; `None` for the database's
     /// plain `BEGIN`.
@@ -129,7 +125,6 @@ pub struct Statements<DB> {
     inspect: Arc<str>,
     evict: Arc<str>,
     stats: Arc<str>,
-    first_expiry: Arc<str>,
     database: PhantomData<fn() -> DB>,
 }
 
@@ -170,7 +165,6 @@ where
             inspect: fill(DB::INSPECT),
             evict: fill(DB::EVICT),
             stats: fill(DB::STATS),
-            first_expiry: fill(DB::FIRST_EXPIRY),
             table,
             database: PhantomData,
         }
@@ -385,23 +379,6 @@ where
         let ready = self.identified(&self.evict, id, &[])?;
         let done = db.execute(ready).await.map_err(DB::classify)?;
         Ok(DB::rows_affected(&done) > 0)
-    }
-
-    /// How long until one of the first `quota` live records of the record's scope expires
-    /// (a second when it has none left: room is there already).
-    pub(crate) async fn first_expiry<'c>(
-        &self,
-        db: impl Executor<'c, Database = DB>,
-        id: &RecordId,
-    ) -> StoreResult<Duration> {
-        let params = [
-            Param::Text(id.scope.as_str()),
-            Param::BigInt(self.quota.unwrap_or(1)),
-        ];
-        let ready = self.ready(AssertSqlSafe(self.first_expiry.clone()), &params)?;
-        let row = db.fetch_one(ready).await.map_err(DB::classify)?;
-        let wait: Option<i64> = row.try_get("first_expiry").map_err(DB::classify)?;
-        Ok(wait.map_or(Duration::from_secs(1), DB::span))
     }
 
     pub(crate) async fn stats<'c>(

@@ -285,10 +285,7 @@ impl SqliteStore {
         quota: u64,
     ) -> StoreResult<Duration> {
         let statement = Sqlite::fill(&self.sql.table, FIRST_EXPIRY);
-        let params = [
-            Param::Text(scope),
-            Param::BigInt(i64::try_from(quota).unwrap_or(i64::MAX)),
-        ];
+        let params = [Param::Text(scope), Param::count(quota)];
         let ready = self.sql.ready(AssertSqlSafe(statement), &params)?;
         let row = db.fetch_one(ready).await.map_err(Sqlite::classify)?;
         let wait: Option<i64> = row.try_get("first_expiry").map_err(Sqlite::classify)?;

@@ -112,7 +112,7 @@ pub struct Statements<DB> {
     /// How the statements' values reach the database.
     values: Values,
     /// The most live records one scope may hold, when the store has a quota.
-    quota: Option<i64>,
+    quota: Option<u64>,
     claim: Arc<str>,
     renew: Arc<str>,
     complete: Arc<str>,
@@ -144,7 +144,7 @@ where
     /// their values as `values` says.
     pub(crate) fn new(table: TableName, quota: Option<u64>, values: Values) -> Self {
         let fill = |template: &str| Arc::<str>::from(DB::fill(&table, template));
-        let quota = quota.map(|records| i64::try_from(records.max(1)).unwrap_or(i64::MAX));
+        let quota = quota.map(|records| records.max(1));
         Statements {
             values,
             quota,
@@ -220,11 +220,7 @@ where
         match self.quota {
             Some(records) => {
                 let [a, b, c, d] = taken;
-                self.identified(
-                    &self.claim,
-                    &claim.id,
-                    &[a, b, c, d, Param::BigInt(records)],
-                )
+                self.identified(&self.claim, &claim.id, &[a, b, c, d, Param::count(records)])
             }
             None => self.identified(&self.claim, &claim.id, &taken),
         }
@@ -232,7 +228,7 @@ where
 
     /// The most live records one scope may hold, when the store has a quota.
     pub(crate) fn quota(&self) -> Option<u64> {
-        self.quota.and_then(|records| u64::try_from(records).ok())
+        self.quota
     }
 
     /// Runs a statement that acts on a claimed record (its identity and token, then `more`):
@@ -335,7 +331,7 @@ where
         db: impl Executor<'c, Database = DB>,
         limit: usize,
     ) -> StoreResult<u64> {
-        let limit = [Param::BigInt(i64::try_from(limit).unwrap_or(i64::MAX))];
+        let limit = [Param::count(limit)];
         let ready = self.ready(AssertSqlSafe(self.purge.clone()), &limit)?;
         let done = db.execute(ready).await.map_err(DB::classify)?;
         Ok(DB::rows_affected(&done))

@@ -190,20 +190,19 @@ where
     }
 
     /// One of the statements, ready with a record's identity (first three parameters) and
-    /// `more` after it.
-    fn identified(
+    /// `more` after it, gathered in one vector.
+    fn identified<'p>(
         &self,
         statement: &Arc<str>,
-        id: &RecordId,
-        more: &[Param<'_>],
+        id: &'p RecordId,
+        more: impl IntoIterator<Item = Param<'p>>,
     ) -> StoreResult<Ready<DB>> {
-        let mut params = Vec::with_capacity(3 + more.len());
-        params.extend([
+        let identity = [
             Param::Text(id.scope.as_str()),
             Param::Text(id.handler.as_ref()),
             Param::Text(id.key.as_str()),
-        ]);
-        params.extend_from_slice(more);
+        ];
+        let params: Vec<Param<'p>> = identity.into_iter().chain(more).collect();
         self.ready(AssertSqlSafe(statement.clone()), &params)
     }
 
@@ -217,13 +216,9 @@ where
             Param::BigInt(DB::duration(claim.lease)),
             Param::BigInt(DB::duration(claim.ttl)),
         ];
-        match self.quota {
-            Some(records) => {
-                let [a, b, c, d] = taken;
-                self.identified(&self.claim, &claim.id, &[a, b, c, d, Param::count(records)])
-            }
-            None => self.identified(&self.claim, &claim.id, &taken),
-        }
+        // The claim within a quota takes the quota as its eighth parameter.
+        let quota = self.quota.map(Param::count);
+        self.identified(&self.claim, &claim.id, taken.into_iter().chain(quota))
     }
 
     /// The most live records one scope may hold, when the store has a quota.
@@ -241,10 +236,8 @@ where
         db: impl Executor<'c, Database = DB>,
     ) -> StoreResult<Ownership> {
         let token = claim.token.to_hex();
-        let mut params = Vec::with_capacity(1 + more.len());
-        params.push(Param::Text(&token));
-        params.extend_from_slice(more);
-        let ready = self.identified(statement, &claim.id, &params)?;
+        let owned = std::iter::once(Param::Text(&token)).chain(more.iter().copied());
+        let ready = self.identified(statement, &claim.id, owned)?;
         let done = db.execute(ready).await.map_err(DB::classify)?;
         Ok(if DB::rows_affected(&done) == 1 {
             Ownership::Held
@@ -321,7 +314,7 @@ where
         db: impl Executor<'c, Database = DB>,
         id: &RecordId,
     ) -> StoreResult<Option<Record>> {
-        let ready = self.identified(&self.get, id, &[])?;
+        let ready = self.identified(&self.get, id, [])?;
         let row = db.fetch_optional(ready).await.map_err(DB::classify)?;
         row.map(|row| Self::record(&row)).transpose()
     }
@@ -342,7 +335,7 @@ where
         db: impl Executor<'c, Database = DB>,
         id: &RecordId,
     ) -> StoreResult<Option<Inspection>> {
-        let ready = self.identified(&self.inspect, id, &[])?;
+        let ready = self.identified(&self.inspect, id, [])?;
         let row = db.fetch_optional(ready).await.map_err(DB::classify)?;
         let Some(row) = row else {
             return Ok(None);
@@ -372,7 +365,7 @@ where
         db: impl Executor<'c, Database = DB>,
         id: &RecordId,
     ) -> StoreResult<bool> {
-        let ready = self.identified(&self.evict, id, &[])?;
+        let ready = self.identified(&self.evict, id, [])?;
         let done = db.execute(ready).await.map_err(DB::classify)?;
         Ok(DB::rows_affected(&done) > 0)
     }

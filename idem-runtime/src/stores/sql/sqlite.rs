@@ -256,7 +256,8 @@ impl SqliteStore {
     /// grow the table without bound (docs/contract.md, "Quotas"). The claim then counts the
     /// scope's live records, at most `records` of them, by the primary key's leading column
     /// (SQLite runs one writer at a time, so the count is exact); a store without a quota runs
-    /// the claim without the count. A refusal costs one more read, for its `Retry-After`.
+    /// the claim without the count. A refusal costs one more read, for its `Retry-After`, on
+    /// the claim's connection.
     pub fn scope_quota(mut self, records: u64) -> Self {
         self.sql = Arc::new(Statements::new(
             self.sql.table.clone(),
@@ -330,26 +331,27 @@ impl SqlStore for SqliteStore {
         result
     }
 
-    /// One statement, which takes the key or returns the standing record. A claim issued
-    /// again with the same token finds its own live claim and answers `Acquired` again.
+    /// One statement, which takes the key or returns the standing record; a claim refused at
+    /// its scope's quota then reads its wait on the same connection. A claim issued again with
+    /// the same token finds its own live claim and answers `Acquired` again.
     async fn claim_key(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
-        let row = on_connection!(self, db => async {
-            db.fetch_optional(self.sql.claim(claim)?).await.map_err(Sqlite::classify)
-        })?;
-        let Some(row) = row else {
-            // Only the claim within a quota offers no row: its scope is full.
-            let Some(quota) = self.sql.quota() else {
-                return Err(StoreError::permanent("the claim statement returned no row"));
+        on_connection!(self, db => async {
+            let claimed = (&mut *db).fetch_optional(self.sql.claim(claim)?);
+            let Some(row) = claimed.await.map_err(Sqlite::classify)? else {
+                // Only the claim within a quota offers no row: its scope is full. The wait is
+                // read on the claim's connection, free again, rather than taking another.
+                let Some(quota) = self.sql.quota() else {
+                    return Err(StoreError::permanent("the claim statement returned no row"));
+                };
+                let retry_after = self.first_expiry(db, claim.id.scope.as_str(), quota).await?;
+                return Ok(ClaimOutcome::OverQuota { retry_after });
             };
-            let scope = claim.id.scope.as_str();
-            let retry_after = on_connection!(self, db => self.first_expiry(db, scope, quota))?;
-            return Ok(ClaimOutcome::OverQuota { retry_after });
-        };
-        if row.try_get::<bool, _>("won").map_err(Sqlite::classify)? {
-            let acquired: String = row.try_get("acquired").map_err(Sqlite::classify)?;
-            Ok(ClaimOutcome::Acquired(acquired_from_column(&acquired)?))
-        } else {
-            Ok(ClaimOutcome::Existing(Statements::<Sqlite>::record(&row)?))
-        }
+            if row.try_get::<bool, _>("won").map_err(Sqlite::classify)? {
+                let acquired: String = row.try_get("acquired").map_err(Sqlite::classify)?;
+                Ok(ClaimOutcome::Acquired(acquired_from_column(&acquired)?))
+            } else {
+                Ok(ClaimOutcome::Existing(Statements::<Sqlite>::record(&row)?))
+            }
+        })
     }
 }

@@ -2,13 +2,14 @@
 //! a tonic client), one test per row of docs/contract.md's "The gRPC adapter", on the memory,
 //! SQLite and Postgres stores.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use idem_examples::grpc::pb::payments_client::PaymentsClient;
-use idem_examples::grpc::pb::payments_server::{Payments, PaymentsServer};
+use idem_examples::grpc::pb::payments_server::Payments;
 use idem_examples::grpc::pb::{
     CreatePaymentRequest, ListPaymentsRequest, ListPaymentsResponse, Payment,
 };
@@ -16,23 +17,26 @@ use idem_runtime::{
     FailingStore, IdempotencyKey, IdempotencyStore, MemoryStore, Op, RecordId, SqliteStore, Store,
     idempotent,
 };
-use tokio::net::TcpListener;
+use support::grpc::{client_of, numbered, pay, replayed, unlisted};
 use tokio::sync::{Notify, Semaphore};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
-/// A payments method that counts its runs and can be held while running.
+/// A payments method that counts its runs and can be held while running, and a listing that
+/// counts its own.
 #[derive(Clone)]
 struct Probe {
     idem: Store,
     runs: Arc<AtomicI64>,
+    listed: Arc<AtomicI64>,
     started: Arc<Notify>,
     /// Each run takes a permit before it answers (closed gates hold runs).
     gate: Arc<Semaphore>,
 }
 
-/// The record name of [`Probe`]'s idempotent method.
+/// The record names of [`Probe`]'s idempotent methods.
 const HANDLER: &str = "grpc::Probe::create_payment";
+const LISTING: &str = "grpc::Probe::list_payments";
 
 #[tonic::async_trait]
 impl Payments for Probe {
@@ -72,11 +76,14 @@ impl Payments for Probe {
         }
     }
 
+    #[idempotent(store = self.idem, scope = tenant(&request), ttl = "1h")]
     async fn list_payments(
         &self,
-        _: Request<ListPaymentsRequest>,
+        request: Request<ListPaymentsRequest>,
     ) -> Result<Response<ListPaymentsResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
+        let ListPaymentsRequest {} = request.into_inner();
+        self.listed.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(ListPaymentsResponse::default()))
     }
 }
 
@@ -100,38 +107,12 @@ async fn serve(store: Store, gate: usize) -> Running {
     let probe = Probe {
         idem: store,
         runs: Arc::default(),
+        listed: Arc::default(),
         started: Arc::default(),
         gate: Arc::new(Semaphore::new(gate)),
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let server = tonic::transport::Server::builder()
-        .add_service(PaymentsServer::new(probe.clone()))
-        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
-    tokio::spawn(server);
-    let client = PaymentsClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let client = client_of(probe.clone()).await;
     Running { probe, client }
-}
-
-fn pay(key: Option<&str>, amount: i64, currency: &str) -> Request<CreatePaymentRequest> {
-    let mut request = Request::new(CreatePaymentRequest {
-        amount,
-        currency: currency.to_owned(),
-    });
-    if let Some(key) = key {
-        request
-            .metadata_mut()
-            .insert("idempotency-key", key.parse().unwrap());
-    }
-    request
-}
-
-fn replayed(metadata: &tonic::metadata::MetadataMap) -> bool {
-    metadata
-        .get("idempotent-replayed")
-        .is_some_and(|v| v == "true")
 }
 
 const OPEN: usize = Semaphore::MAX_PERMITS;
@@ -311,6 +292,38 @@ pub async fn one_key_under_two_scopes_is_two_records(backend: Backend) {
     assert_ne!(ids[0], ids[1]);
 }
 
+pub async fn one_key_on_two_methods_is_two_records(backend: Backend) {
+    let store = Store::from_arc(backend);
+    let Running { probe, mut client } = serve(store.clone(), OPEN).await;
+    let listing = || {
+        let mut request = Request::new(ListPaymentsRequest {});
+        request
+            .metadata_mut()
+            .insert("idempotency-key", "order-0013".parse().unwrap());
+        request
+    };
+    for call in 0..2 {
+        let paid = client
+            .create_payment(pay(Some("order-0013"), 1200, "EUR"))
+            .await
+            .unwrap();
+        // Were the key one record for both, the listing would meet the payment's record.
+        let listed = client.list_payments(listing()).await.unwrap();
+        assert_eq!(replayed(paid.metadata()), call == 1, "call {call}");
+        assert_eq!(replayed(listed.metadata()), call == 1, "call {call}");
+    }
+    assert_eq!(probe.runs.load(Ordering::SeqCst), 1, "the payment ran once");
+    assert_eq!(
+        probe.listed.load(Ordering::SeqCst),
+        1,
+        "the listing ran once"
+    );
+    for method in [HANDLER, LISTING] {
+        let id = RecordId::new("", method, IdempotencyKey::parse("order-0013").unwrap());
+        assert!(store.inspect(&id).await.unwrap().is_some(), "{method}");
+    }
+}
+
 pub async fn a_cancelled_call_finishes_and_its_answer_is_stored(backend: Backend) {
     let Running { probe, mut client } = serve(Store::from_arc(backend), 0).await;
     let mut first_client = client.clone();
@@ -404,20 +417,14 @@ impl Payments for Guarded {
         &self,
         request: Request<CreatePaymentRequest>,
     ) -> Result<Response<Payment>, Status> {
-        let id = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
-        let req = request.into_inner();
-        Ok(Response::new(Payment {
-            id,
-            amount: req.amount,
-            currency: req.currency,
-        }))
+        numbered(&self.runs, request)
     }
 
     async fn list_payments(
         &self,
         _: Request<ListPaymentsRequest>,
     ) -> Result<Response<ListPaymentsResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
+        unlisted()
     }
 }
 
@@ -431,16 +438,7 @@ async fn the_store_s_scope_rule_and_quota_speak_grpc() {
         idem: store,
         runs: Arc::default(),
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(PaymentsServer::new(guarded.clone()))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-    let mut client = PaymentsClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut client = client_of(guarded.clone()).await;
     let as_tenant = |key: &str, tenant: &str| {
         let mut request = pay(Some(key), 1200, "EUR");
         request
@@ -531,6 +529,7 @@ on_every_store!(
     a_panicking_method_is_internal_and_releases_the_claim,
     another_error_status_is_kept_and_replayed_whole,
     one_key_under_two_scopes_is_two_records,
+    one_key_on_two_methods_is_two_records,
     a_cancelled_call_finishes_and_its_answer_is_stored,
     with_wait_a_duplicate_gets_the_owners_answer,
     a_store_outage_is_unavailable_and_nothing_runs,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use idem_examples::grpc::pb::payments_client::PaymentsClient;
-use idem_examples::grpc::pb::{CreatePaymentRequest, ListPaymentsRequest, Payment};
-use tokio::process::Child;
+use idem_examples::grpc::pb::{ListPaymentsRequest, Payment};
+use support::grpc::{self, Instance};
 use tokio::sync::Semaphore;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -19,38 +19,16 @@ const KEYS: usize = 200;
 /// Copies of each key, sent at once.
 const COPIES: usize = 32;
 
-/// A running `grpc_payments` process (killed when dropped) and a client of it.
-struct Instance {
-    _child: Child,
-    client: PaymentsClient<Channel>,
-}
-
-async fn start(env: &[(&str, &str)]) -> Instance {
-    let path = env!("CARGO_BIN_EXE_grpc_payments");
-    let (child, addr) = support::start_binary(path, "grpc_payments", None, env).await;
-    let client = PaymentsClient::connect(format!("http://{addr}"))
-        .await
-        .expect("grpc_payments accepts connections");
-    Instance {
-        _child: child,
-        client,
-    }
-}
-
 /// What one copy met: the payment and whether it was a replay, or the status code.
 type Reply = Result<(Payment, bool), (Code, bool)>;
 
 async fn pay(mut client: PaymentsClient<Channel>, key: &str, amount: i64) -> Reply {
-    let mut request = tonic::Request::new(CreatePaymentRequest {
-        amount,
-        currency: "EUR".to_owned(),
-    });
-    request
-        .metadata_mut()
-        .insert("idempotency-key", key.parse().expect("an ASCII key"));
-    match client.create_payment(request).await {
+    match client
+        .create_payment(grpc::pay(Some(key), amount, "EUR"))
+        .await
+    {
         Ok(answer) => {
-            let replayed = answer.metadata().get("idempotent-replayed").is_some();
+            let replayed = grpc::replayed(answer.metadata());
             Ok((answer.into_inner(), replayed))
         }
         Err(status) => Err((
@@ -67,7 +45,7 @@ async fn a_grpc_duplicate_storm_over_two_instances_pays_each_key_once() {
     };
     let url = db.url();
     let env = [("IDEM_STORE", url.as_str()), ("PAYMENTS_LATENCY_MS", "50")];
-    let (a, b) = tokio::join!(start(&env), start(&env));
+    let (a, b) = tokio::join!(Instance::start(&env), Instance::start(&env));
     let clients = [a.client.clone(), b.client.clone()];
     let started = Instant::now();
     let in_flight = Arc::new(Semaphore::new(8));

@@ -285,28 +285,6 @@ async fn sqlite_an_owner_taken_over_while_running_commits_nothing() {
 
 // ---- a commit that fails ------------------------------------------------------------------
 
-/// While armed, the stored-response `UPDATE` fails: a serialization failure on Postgres, an
-/// abort on SQLite.
-const REFUSE_RESPONSE_PG: &str = "
-CREATE TABLE refuse_control (armed int NOT NULL);
-INSERT INTO refuse_control VALUES (1);
-CREATE FUNCTION refuse_response() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF (SELECT armed FROM refuse_control) = 1 THEN
-        RAISE EXCEPTION 'commit refused by the test' USING ERRCODE = '40001';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER refuse_response BEFORE UPDATE ON idempotency_keys FOR EACH ROW
-    WHEN (NEW.response_status IS NOT NULL) EXECUTE FUNCTION refuse_response();";
-
-const REFUSE_RESPONSE_SQLITE: &str = "
-CREATE TABLE refuse_control (armed INTEGER NOT NULL);
-INSERT INTO refuse_control VALUES (1);
-CREATE TRIGGER refuse_response BEFORE UPDATE ON idempotency_keys
-WHEN NEW.response_status IS NOT NULL AND (SELECT armed FROM refuse_control) = 1
-BEGIN SELECT RAISE(ABORT, 'commit refused by the test'); END;";
-
 async fn failed_commit(kind: Kind) {
     let Some(db) = Db::open(kind).await else {
         return;
@@ -314,11 +292,7 @@ async fn failed_commit(kind: Kind) {
     let url = db.url();
     let service = Service::start(&env(&url, &[])).await;
     let client = service.client;
-    db.exec(match kind {
-        Kind::Postgres => REFUSE_RESPONSE_PG,
-        Kind::Sqlite => REFUSE_RESPONSE_SQLITE,
-    })
-    .await;
+    db.refuse_answers().await;
     let refused = client.pay(Some("refused-key-01"), EUR).await.unwrap();
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert_eq!(refused.header("content-type"), Some(PROBLEM));
@@ -328,7 +302,7 @@ async fn failed_commit(kind: Kind) {
     assert_eq!(db.records().await, 0, "the key is free");
     assert_eq!(storage_failures(&client).await, 1);
 
-    db.exec("UPDATE refuse_control SET armed = 0").await;
+    db.accept_answers().await;
     let stored = client.pay(Some("refused-key-01"), EUR).await.unwrap();
     assert_eq!(stored.status, 201, "{}", stored.text());
     assert!(!stored.replayed());

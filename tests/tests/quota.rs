@@ -71,6 +71,24 @@ async fn beyond_the_quota(store: Store) {
     }
 }
 
+/// A migrated store on an in-memory SQLite database.
+async fn sqlite() -> SqliteStore {
+    let sqlite = SqliteStore::connect("sqlite::memory:")
+        .await
+        .expect("open an in-memory database");
+    sqlite.migrate().await.expect("migrations run");
+    sqlite
+}
+
+/// A migrated store on a fresh Postgres database, with the database's guard; `None` when
+/// Postgres is unavailable (the harness said why).
+async fn postgres() -> Option<(PostgresStore, idem_tests::pg::TestDb)> {
+    let db = idem_tests::pg::database().await?;
+    let postgres = PostgresStore::new(db.pool().await);
+    postgres.migrate().await.expect("migrations run");
+    Some((postgres, db))
+}
+
 #[tokio::test]
 async fn memory_beyond_the_quota_is_429_and_other_scopes_go_on() {
     beyond_the_quota(Store::new(MemoryStore::new().scope_quota(QUOTA as usize))).await;
@@ -78,20 +96,15 @@ async fn memory_beyond_the_quota_is_429_and_other_scopes_go_on() {
 
 #[tokio::test]
 async fn sqlite_beyond_the_quota_is_429_and_other_scopes_go_on() {
-    let sqlite = SqliteStore::connect("sqlite::memory:")
-        .await
-        .expect("open an in-memory database");
-    sqlite.migrate().await.expect("migrations run");
+    let sqlite = sqlite().await;
     beyond_the_quota(Store::new(sqlite.scope_quota(QUOTA))).await;
 }
 
 #[tokio::test]
 async fn postgres_beyond_the_quota_is_429_and_other_scopes_go_on() {
-    let Some(db) = idem_tests::pg::database().await else {
+    let Some((postgres, _db)) = postgres().await else {
         return;
     };
-    let postgres = PostgresStore::new(db.pool().await);
-    postgres.migrate().await.expect("migrations run");
     beyond_the_quota(Store::new(postgres.scope_quota(QUOTA))).await;
 }
 
@@ -219,19 +232,37 @@ async fn expired_records_leave_room_and_takeovers_need_none(store: Store) {
 
 #[tokio::test]
 async fn sqlite_counts_live_records_only() {
-    let sqlite = SqliteStore::connect("sqlite::memory:")
-        .await
-        .expect("open an in-memory database");
-    sqlite.migrate().await.expect("migrations run");
+    let sqlite = sqlite().await;
     expired_records_leave_room_and_takeovers_need_none(Store::new(sqlite.scope_quota(2))).await;
 }
 
 #[tokio::test]
 async fn postgres_counts_live_records_only() {
-    let Some(db) = idem_tests::pg::database().await else {
+    let Some((postgres, _db)) = postgres().await else {
         return;
     };
-    let postgres = PostgresStore::new(db.pool().await);
-    postgres.migrate().await.expect("migrations run");
     expired_records_leave_room_and_takeovers_need_none(Store::new(postgres.scope_quota(2))).await;
+}
+
+/// The largest quota a SQL store takes, past what the database's 64-bit count holds, is
+/// bound saturated: every new key is admitted, none refused as if the quota were negative.
+async fn the_largest_quota_admits_every_key(store: Store) {
+    let router = router(store);
+    for n in 0..QUOTA as usize + 1 {
+        assert_eq!(pay_with(&router, "alice", n).await.status, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn sqlite_takes_the_largest_quota() {
+    let sqlite = sqlite().await;
+    the_largest_quota_admits_every_key(Store::new(sqlite.scope_quota(u64::MAX))).await;
+}
+
+#[tokio::test]
+async fn postgres_takes_the_largest_quota() {
+    let Some((postgres, _db)) = postgres().await else {
+        return;
+    };
+    the_largest_quota_admits_every_key(Store::new(postgres.scope_quota(u64::MAX))).await;
 }

@@ -9,6 +9,29 @@ use idem_tests::pg::TestDb;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{AssertSqlSafe, Connection, SqliteConnection};
 
+/// A trigger that fails the `UPDATE` storing a response while `refuse_control` is armed (as
+/// it is made): a serialization failure on Postgres.
+const REFUSE_RESPONSE_PG: &str = "
+CREATE TABLE refuse_control (armed int NOT NULL);
+INSERT INTO refuse_control VALUES (1);
+CREATE FUNCTION refuse_response() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT armed FROM refuse_control) = 1 THEN
+        RAISE EXCEPTION 'commit refused by the test' USING ERRCODE = '40001';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_response BEFORE UPDATE ON idempotency_keys FOR EACH ROW
+    WHEN (NEW.response_status IS NOT NULL) EXECUTE FUNCTION refuse_response();";
+
+/// The same on SQLite, where the trigger aborts the `UPDATE`.
+const REFUSE_RESPONSE_SQLITE: &str = "
+CREATE TABLE refuse_control (armed INTEGER NOT NULL);
+INSERT INTO refuse_control VALUES (1);
+CREATE TRIGGER refuse_response BEFORE UPDATE ON idempotency_keys
+WHEN NEW.response_status IS NOT NULL AND (SELECT armed FROM refuse_control) = 1
+BEGIN SELECT RAISE(ABORT, 'commit refused by the test'); END;";
+
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -103,6 +126,21 @@ impl Db {
             }
         }
         .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// From now on, every response the service stores fails to be written, so a
+    /// transactional run's commit fails.
+    pub async fn refuse_answers(&self) {
+        self.exec(match self.kind() {
+            Kind::Postgres => REFUSE_RESPONSE_PG,
+            Kind::Sqlite => REFUSE_RESPONSE_SQLITE,
+        })
+        .await;
+    }
+
+    /// Responses are stored again, after [`Db::refuse_answers`].
+    pub async fn accept_answers(&self) {
+        self.exec("UPDATE refuse_control SET armed = 0").await;
     }
 
     /// Payments in the table (what `GET /payments` lists, without a service).

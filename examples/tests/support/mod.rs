@@ -12,6 +12,7 @@ use tokio::process::{Child, Command};
 pub mod crash;
 pub mod db;
 pub mod failing_completion;
+pub mod grpc;
 pub mod outage;
 pub mod resp_proxy;
 pub mod storm;

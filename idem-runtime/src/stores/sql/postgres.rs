@@ -226,12 +226,6 @@ FROM {table}";
 
     const LEASE_LEFT: &'static str = "lease_us";
 
-    /// Unused by the claim, which answers a refusal's wait itself; kept for the shared
-    /// statements.
-    const FIRST_EXPIRY: &'static str = "
-SELECT GREATEST(0, EXTRACT(EPOCH FROM min(expires_at) - now()) * 1000000)::bigint AS first_expiry
-FROM (SELECT expires_at FROM {table} WHERE scope = $1 AND expires_at > now() LIMIT $2) held";
-
     fn duration(duration: Duration) -> i64 {
         micros(duration)
     }

@@ -17,13 +17,14 @@ use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteQueryResult,
 };
 use sqlx::{AssertSqlSafe, Executor, Row, Sqlite};
 
 use super::{
-    Dialect, InvalidTableName, SqlStore, Statements, TableName, Values, acquired_from_column,
-    millis, on_connection, sqlite_code_is_transient,
+    Dialect, InvalidTableName, Param, SqlStore, Statements, TableName, Values,
+    acquired_from_column, millis, on_connection, sqlite_code_is_transient,
 };
 use crate::engine::record::{Claim, ClaimOutcome};
 use crate::engine::store::Isolation;
@@ -40,6 +41,13 @@ const NOW: &str = "CAST(round(unixepoch('subsec') * 1000) AS INTEGER)";
 /// Whether the existing row (bare column names) may be taken by the claim (`excluded.`).
 const TAKE: &str = "(expires_at <= {now} OR (request_fingerprint = excluded.request_fingerprint \
      AND (response_status = -1 OR (response_status IS NULL AND locked_until <= {now}))))";
+
+/// The time until the first live record of a scope (`?1`) expires, among the first `?2`
+/// found, in milliseconds (NULL when it has none): a refused claim's `Retry-After`, which the
+/// claim cannot say itself (an upsert that writes nothing returns no row).
+const FIRST_EXPIRY: &str = "
+SELECT max(0, min(expires_at) - {now}) AS first_expiry
+FROM (SELECT expires_at FROM {table} WHERE scope = ?1 AND expires_at > {now} LIMIT ?2)";
 
 /// The claim's upsert of the standing row and its answer, which its two forms share (with
 /// and without a quota).
@@ -146,10 +154,6 @@ FROM {table}";
 
     const LEASE_LEFT: &'static str = "lease_ms";
 
-    const FIRST_EXPIRY: &'static str = "
-SELECT max(0, min(expires_at) - {now}) AS first_expiry
-FROM (SELECT expires_at FROM {table} WHERE scope = ?1 AND expires_at > {now} LIMIT ?2)";
-
     /// Also writes in the statement's clock and the claim's takeover condition.
     fn fill(table: &TableName, template: &str) -> String {
         table.fill(&template.replace("{take}", TAKE).replace("{now}", NOW))
@@ -252,7 +256,8 @@ impl SqliteStore {
     /// grow the table without bound (docs/contract.md, "Quotas"). The claim then counts the
     /// scope's live records, at most `records` of them, by the primary key's leading column
     /// (SQLite runs one writer at a time, so the count is exact); a store without a quota runs
-    /// the claim without the count. A refusal costs one more read, for its `Retry-After`.
+    /// the claim without the count. A refusal costs one more read, for its `Retry-After`, on
+    /// the claim's connection.
     pub fn scope_quota(mut self, records: u64) -> Self {
         self.sql = Arc::new(Statements::new(
             self.sql.table.clone(),
@@ -270,6 +275,22 @@ impl SqliteStore {
     /// The pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// How long until one of the first `quota` live records of `scope` expires (a second
+    /// when it has none left: room is there already).
+    async fn first_expiry(
+        &self,
+        db: &mut SqliteConnection,
+        scope: &str,
+        quota: u64,
+    ) -> StoreResult<Duration> {
+        let statement = Sqlite::fill(&self.sql.table, FIRST_EXPIRY);
+        let params = [Param::Text(scope), Param::count(quota)];
+        let ready = self.sql.ready(AssertSqlSafe(statement), &params)?;
+        let row = db.fetch_one(ready).await.map_err(Sqlite::classify)?;
+        let wait: Option<i64> = row.try_get("first_expiry").map_err(Sqlite::classify)?;
+        Ok(wait.map_or(Duration::from_secs(1), Sqlite::span))
     }
 
     /// Creates the table and its index if missing, in one `BEGIN IMMEDIATE` transaction.
@@ -310,25 +331,27 @@ impl SqlStore for SqliteStore {
         result
     }
 
-    /// One statement, which takes the key or returns the standing record. A claim issued
-    /// again with the same token finds its own live claim and answers `Acquired` again.
+    /// One statement, which takes the key or returns the standing record; a claim refused at
+    /// its scope's quota then reads its wait on the same connection. A claim issued again with
+    /// the same token finds its own live claim and answers `Acquired` again.
     async fn claim_key(&self, claim: &Claim) -> StoreResult<ClaimOutcome> {
-        let row = on_connection!(self, db => async {
-            db.fetch_optional(self.sql.claim(claim)?).await.map_err(Sqlite::classify)
-        })?;
-        let Some(row) = row else {
-            // Only the claim within a quota offers no row: its scope is full.
-            if self.sql.quota().is_none() {
-                return Err(StoreError::permanent("the claim statement returned no row"));
+        on_connection!(self, db => async {
+            let claimed = (&mut *db).fetch_optional(self.sql.claim(claim)?);
+            let Some(row) = claimed.await.map_err(Sqlite::classify)? else {
+                // Only the claim within a quota offers no row: its scope is full. The wait is
+                // read on the claim's connection, free again, rather than taking another.
+                let Some(quota) = self.sql.quota() else {
+                    return Err(StoreError::permanent("the claim statement returned no row"));
+                };
+                let retry_after = self.first_expiry(db, claim.id.scope.as_str(), quota).await?;
+                return Ok(ClaimOutcome::OverQuota { retry_after });
+            };
+            if row.try_get::<bool, _>("won").map_err(Sqlite::classify)? {
+                let acquired: String = row.try_get("acquired").map_err(Sqlite::classify)?;
+                Ok(ClaimOutcome::Acquired(acquired_from_column(&acquired)?))
+            } else {
+                Ok(ClaimOutcome::Existing(Statements::<Sqlite>::record(&row)?))
             }
-            let retry_after = on_connection!(self, db => self.sql.first_expiry(db, &claim.id))?;
-            return Ok(ClaimOutcome::OverQuota { retry_after });
-        };
-        if row.try_get::<bool, _>("won").map_err(Sqlite::classify)? {
-            let acquired: String = row.try_get("acquired").map_err(Sqlite::classify)?;
-            Ok(ClaimOutcome::Acquired(acquired_from_column(&acquired)?))
-        } else {
-            Ok(ClaimOutcome::Existing(Statements::<Sqlite>::record(&row)?))
-        }
+        })
     }
 }

@@ -62,10 +62,6 @@ pub trait Dialect: Database {
     const STATS: &'static str;
     /// The column in which `CLAIM` and `GET` return the lease left.
     const LEASE_LEFT: &'static str;
-    /// The time until the first live record of a scope (`1`) expires, among the first `2`
-    /// found, as `first_expiry` in the unit of [`Dialect::duration`] (NULL when it has none):
-    /// a refused claim's `Retry-After`, when the claim cannot say it itself.
-    const FIRST_EXPIRY: &'static str;
 
     /// The statement that opens a transaction at `isolation`; `None` for the database's
     /// plain `BEGIN`.
@@ -116,7 +112,7 @@ pub struct Statements<DB> {
     /// How the statements' values reach the database.
     values: Values,
     /// The most live records one scope may hold, when the store has a quota.
-    quota: Option<i64>,
+    quota: Option<u64>,
     claim: Arc<str>,
     renew: Arc<str>,
     complete: Arc<str>,
@@ -129,7 +125,6 @@ pub struct Statements<DB> {
     inspect: Arc<str>,
     evict: Arc<str>,
     stats: Arc<str>,
-    first_expiry: Arc<str>,
     database: PhantomData<fn() -> DB>,
 }
 
@@ -149,7 +144,7 @@ where
     /// their values as `values` says.
     pub(crate) fn new(table: TableName, quota: Option<u64>, values: Values) -> Self {
         let fill = |template: &str| Arc::<str>::from(DB::fill(&table, template));
-        let quota = quota.map(|records| i64::try_from(records.max(1)).unwrap_or(i64::MAX));
+        let quota = quota.map(|records| records.max(1));
         Statements {
             values,
             quota,
@@ -170,7 +165,6 @@ where
             inspect: fill(DB::INSPECT),
             evict: fill(DB::EVICT),
             stats: fill(DB::STATS),
-            first_expiry: fill(DB::FIRST_EXPIRY),
             table,
             database: PhantomData,
         }
@@ -196,20 +190,19 @@ where
     }
 
     /// One of the statements, ready with a record's identity (first three parameters) and
-    /// `more` after it.
-    fn identified(
+    /// `more` after it, gathered in one vector.
+    fn identified<'p>(
         &self,
         statement: &Arc<str>,
-        id: &RecordId,
-        more: &[Param<'_>],
+        id: &'p RecordId,
+        more: impl IntoIterator<Item = Param<'p>>,
     ) -> StoreResult<Ready<DB>> {
-        let mut params = Vec::with_capacity(3 + more.len());
-        params.extend([
+        let identity = [
             Param::Text(id.scope.as_str()),
             Param::Text(id.handler.as_ref()),
             Param::Text(id.key.as_str()),
-        ]);
-        params.extend_from_slice(more);
+        ];
+        let params: Vec<Param<'p>> = identity.into_iter().chain(more).collect();
         self.ready(AssertSqlSafe(statement.clone()), &params)
     }
 
@@ -223,22 +216,14 @@ where
             Param::BigInt(DB::duration(claim.lease)),
             Param::BigInt(DB::duration(claim.ttl)),
         ];
-        match self.quota {
-            Some(records) => {
-                let [a, b, c, d] = taken;
-                self.identified(
-                    &self.claim,
-                    &claim.id,
-                    &[a, b, c, d, Param::BigInt(records)],
-                )
-            }
-            None => self.identified(&self.claim, &claim.id, &taken),
-        }
+        // The claim within a quota takes the quota as its eighth parameter.
+        let quota = self.quota.map(Param::count);
+        self.identified(&self.claim, &claim.id, taken.into_iter().chain(quota))
     }
 
     /// The most live records one scope may hold, when the store has a quota.
     pub(crate) fn quota(&self) -> Option<u64> {
-        self.quota.and_then(|records| u64::try_from(records).ok())
+        self.quota
     }
 
     /// Runs a statement that acts on a claimed record (its identity and token, then `more`):
@@ -251,10 +236,8 @@ where
         db: impl Executor<'c, Database = DB>,
     ) -> StoreResult<Ownership> {
         let token = claim.token.to_hex();
-        let mut params = Vec::with_capacity(1 + more.len());
-        params.push(Param::Text(&token));
-        params.extend_from_slice(more);
-        let ready = self.identified(statement, &claim.id, &params)?;
+        let owned = std::iter::once(Param::Text(&token)).chain(more.iter().copied());
+        let ready = self.identified(statement, &claim.id, owned)?;
         let done = db.execute(ready).await.map_err(DB::classify)?;
         Ok(if DB::rows_affected(&done) == 1 {
             Ownership::Held
@@ -331,7 +314,7 @@ where
         db: impl Executor<'c, Database = DB>,
         id: &RecordId,
     ) -> StoreResult<Option<Record>> {
-        let ready = self.identified(&self.get, id, &[])?;
+        let ready = self.identified(&self.get, id, [])?;
         let row = db.fetch_optional(ready).await.map_err(DB::classify)?;
         row.map(|row| Self::record(&row)).transpose()
     }
@@ -341,7 +324,7 @@ where
         db: impl Executor<'c, Database = DB>,
         limit: usize,
     ) -> StoreResult<u64> {
-        let limit = [Param::BigInt(i64::try_from(limit).unwrap_or(i64::MAX))];
+        let limit = [Param::count(limit)];
         let ready = self.ready(AssertSqlSafe(self.purge.clone()), &limit)?;
         let done = db.execute(ready).await.map_err(DB::classify)?;
         Ok(DB::rows_affected(&done))
@@ -352,7 +335,7 @@ where
         db: impl Executor<'c, Database = DB>,
         id: &RecordId,
     ) -> StoreResult<Option<Inspection>> {
-        let ready = self.identified(&self.inspect, id, &[])?;
+        let ready = self.identified(&self.inspect, id, [])?;
         let row = db.fetch_optional(ready).await.map_err(DB::classify)?;
         let Some(row) = row else {
             return Ok(None);
@@ -382,26 +365,9 @@ where
         db: impl Executor<'c, Database = DB>,
         id: &RecordId,
     ) -> StoreResult<bool> {
-        let ready = self.identified(&self.evict, id, &[])?;
+        let ready = self.identified(&self.evict, id, [])?;
         let done = db.execute(ready).await.map_err(DB::classify)?;
         Ok(DB::rows_affected(&done) > 0)
-    }
-
-    /// How long until one of the first `quota` live records of the record's scope expires
-    /// (a second when it has none left: room is there already).
-    pub(crate) async fn first_expiry<'c>(
-        &self,
-        db: impl Executor<'c, Database = DB>,
-        id: &RecordId,
-    ) -> StoreResult<Duration> {
-        let params = [
-            Param::Text(id.scope.as_str()),
-            Param::BigInt(self.quota.unwrap_or(1)),
-        ];
-        let ready = self.ready(AssertSqlSafe(self.first_expiry.clone()), &params)?;
-        let row = db.fetch_one(ready).await.map_err(DB::classify)?;
-        let wait: Option<i64> = row.try_get("first_expiry").map_err(DB::classify)?;
-        Ok(wait.map_or(Duration::from_secs(1), DB::span))
     }
 
     pub(crate) async fn stats<'c>(

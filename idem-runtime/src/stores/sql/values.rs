@@ -36,6 +36,12 @@ pub enum Param<'q> {
 }
 
 impl Param<'_> {
+    /// A count (a quota, a limit) as the 64-bit integer the databases take; one beyond
+    /// `i64::MAX` is more than any table holds, so it saturates there.
+    pub(crate) fn count(count: impl TryInto<i64>) -> Self {
+        Param::BigInt(count.try_into().unwrap_or(i64::MAX))
+    }
+
     fn bind<A>(self, arguments: &mut A) -> Result<(), BoxDynError>
     where
         A: Arguments,

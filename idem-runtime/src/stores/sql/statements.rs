@@ -185,6 +185,7 @@ where
     }
 
     /// How the statements' values reach the database.
+    #[cfg(feature = "postgres")]
     pub(crate) fn values(&self) -> Values {
         self.values
     }

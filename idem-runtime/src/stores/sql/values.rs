@@ -17,6 +17,10 @@ pub enum Values {
     /// one round trip that leaves nothing on the server connection, which a transaction-mode
     /// pooler needs, at the price of parsing and planning every time (README, "Behind a
     /// connection pooler").
+    #[cfg_attr(
+        not(feature = "postgres"),
+        expect(dead_code, reason = "only Postgres sits behind a pooler")
+    )]
     InText,
 }
 

@@ -91,7 +91,7 @@ async fn postgres() -> Option<(PostgresStore, idem_tests::pg::TestDb)> {
 
 #[tokio::test]
 async fn memory_beyond_the_quota_is_429_and_other_scopes_go_on() {
-    beyond_the_quota(Store::new(MemoryStore::new().scope_quota(QUOTA as usize))).await;
+    beyond_the_quota(Store::new(MemoryStore::new().scope_quota(QUOTA))).await;
 }
 
 #[tokio::test]
@@ -147,7 +147,7 @@ async fn on_the_memory_store_one_scope_flooding_keys_does_not_fail_another_scope
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn on_the_memory_store_expired_records_make_room_again() {
     let metrics = Metrics::install();
-    let store = Store::new(MemoryStore::new().scope_quota(QUOTA as usize));
+    let store = Store::new(MemoryStore::new().scope_quota(QUOTA));
     let router = router(store);
     for n in 0..QUOTA as usize {
         assert_eq!(pay_with(&router, "alice", n).await.status, StatusCode::OK);
@@ -244,13 +244,19 @@ async fn postgres_counts_live_records_only() {
     expired_records_leave_room_and_takeovers_need_none(Store::new(postgres.scope_quota(2))).await;
 }
 
-/// The largest quota a SQL store takes, past what the database's 64-bit count holds, is
-/// bound saturated: every new key is admitted, none refused as if the quota were negative.
+/// The largest quota a store takes, past what the database's 64-bit count (or, for memory, the
+/// address space) holds, saturates: every new key is admitted, none refused as if the quota
+/// were negative or zero.
 async fn the_largest_quota_admits_every_key(store: Store) {
     let router = router(store);
     for n in 0..QUOTA as usize + 1 {
         assert_eq!(pay_with(&router, "alice", n).await.status, StatusCode::OK);
     }
+}
+
+#[tokio::test]
+async fn memory_takes_the_largest_quota() {
+    the_largest_quota_admits_every_key(Store::new(MemoryStore::new().scope_quota(u64::MAX))).await;
 }
 
 #[tokio::test]

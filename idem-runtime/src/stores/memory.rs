@@ -268,9 +268,10 @@ impl MemoryStore {
     /// let store = Store::new(MemoryStore::with_capacity(1_000_000).scope_quota(10_000));
     /// # drop(store);
     /// ```
-    pub fn scope_quota(mut self, records: usize) -> Self {
+    pub fn scope_quota(mut self, records: u64) -> Self {
         self.quota = Some(Quota {
-            per_scope: records.max(1),
+            // More than the address space holds is no limit at all.
+            per_scope: usize::try_from(records).unwrap_or(usize::MAX).max(1),
             held: Mutex::default(),
             last_sweep: Mutex::default(),
         });

@@ -20,7 +20,9 @@
 //! `settle`, and the HTTP adapter's `respond` and `capture`, are plain functions returning
 //! `async` blocks (an `async fn` keeps its arguments twice in its future), and what the work
 //! settled on is stored or released in `settle`, apart from the run, so that the run's future
-//! does not keep the answer beside the work's.
+//! does not keep the answer beside the work's. A replay reserves room in its header map for
+//! the stored headers, `Idempotent-Replayed` and the `Content-Length` the server adds, so the
+//! map is allocated once.
 
 use std::path::PathBuf;
 use std::sync::Arc;

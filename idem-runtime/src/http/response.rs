@@ -179,7 +179,9 @@ pub(crate) fn replay(payload: &Payload) -> Response {
     *response.status_mut() =
         StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
-    headers.reserve(stored.len() + 1);
+    // Room for the stored headers, `Idempotent-Replayed`, and the `Content-Length` that the
+    // server adds.
+    headers.reserve(stored.len() + 2);
     for (name, value) in stored {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),

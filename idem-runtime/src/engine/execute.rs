@@ -117,119 +117,139 @@ impl TransactionSlot {
 /// Runs one idempotent call: claims the job's key, decides, and runs the work at most once
 /// per key under a renewed lease, storing or releasing what it settles on. `work` is given
 /// the transaction of a transactional run, and nothing otherwise.
-pub(crate) async fn execute<T, W>(
+#[allow(clippy::manual_async_fn)] // an `async` block on purpose: tests/benches/overhead.rs
+pub(crate) fn execute<T, W>(
     store: Store,
     job: Arc<Job>,
     work: impl FnOnce(Option<Lent>) -> W,
-) -> Verdict<T>
+) -> impl Future<Output = Verdict<T>>
 where
     W: Future<Output = Settle<T>>,
 {
-    let backend = store.backend();
-    let claimed = attempt(StoreOp::Claim, job.settings.store_timeout, || {
-        backend.claim(&job.claim)
-    })
-    .await;
-    let mut decision = claimed.map(|claimed| decide(claimed, &job.claim.fingerprint));
-    let mut waited = false;
-    if let (Ok(conflict @ Decision::Conflict { .. }), Some(wait)) = (&decision, job.settings.wait) {
-        // Boxed: only waiting calls pay for its state, not every call's future.
-        decision = Box::pin(wait::wait_for(&store, &job, wait, conflict.clone())).await;
-        waited = true;
-    }
-    let outcome = match &decision {
-        Err(_) => Outcome::StoreUnavailable,
-        Ok(Decision::Replay(_)) if waited => Outcome::ReplayedAfterWait,
-        Ok(decision) => decision.outcome(),
-    };
-    metrics::outcome(&job.claim.id.handler, outcome);
-    match decision {
-        Err(error) => {
-            tracing::warn!(%error, "the idempotency store could not be reached; nothing ran");
-            Verdict::Unavailable(error)
+    async move {
+        let backend = store.backend();
+        let claimed = attempt(StoreOp::Claim, job.settings.store_timeout, || {
+            backend.claim(&job.claim)
+        })
+        .await;
+        let mut decision = claimed.map(|claimed| decide(claimed, &job.claim.fingerprint));
+        let mut waited = false;
+        if let (Ok(conflict @ Decision::Conflict { .. }), Some(wait)) =
+            (&decision, job.settings.wait)
+        {
+            // Boxed: only waiting calls pay for its state, not every call's future.
+            decision = Box::pin(wait::wait_for(&store, &job, wait, conflict.clone())).await;
+            waited = true;
         }
-        Ok(Decision::Execute(how)) => {
-            tracing::debug!(?how, waited, "claimed; running");
-            run(&store, &job, work).await
-        }
-        Ok(Decision::Replay(payload)) => Verdict::Replay(payload),
-        Ok(Decision::Mismatch) => Verdict::Mismatch,
-        Ok(Decision::Conflict { lease_remaining }) => Verdict::Conflict {
-            retry_after: store.run_times().hint(&job, lease_remaining),
-        },
-        Ok(Decision::OverQuota { retry_after }) => {
-            tracing::info!(
-                retry_after_ms = retry_after.as_millis() as u64,
-                "the scope is at its quota of live records; nothing ran"
-            );
-            Verdict::OverQuota { retry_after }
+        let outcome = match &decision {
+            Err(_) => Outcome::StoreUnavailable,
+            Ok(Decision::Replay(_)) if waited => Outcome::ReplayedAfterWait,
+            Ok(decision) => decision.outcome(),
+        };
+        metrics::outcome(&job.claim.id.handler, outcome);
+        match decision {
+            Err(error) => {
+                tracing::warn!(%error, "the idempotency store could not be reached; nothing ran");
+                Verdict::Unavailable(error)
+            }
+            Ok(Decision::Execute(how)) => {
+                tracing::debug!(?how, waited, "claimed; running");
+                Box::pin(run(&store, &job, work)).await
+            }
+            Ok(Decision::Replay(payload)) => Verdict::Replay(payload),
+            Ok(Decision::Mismatch) => Verdict::Mismatch,
+            Ok(Decision::Conflict { lease_remaining }) => Verdict::Conflict {
+                retry_after: store.run_times().hint(&job, lease_remaining),
+            },
+            Ok(Decision::OverQuota { retry_after }) => {
+                tracing::info!(
+                    retry_after_ms = retry_after.as_millis() as u64,
+                    "the scope is at its quota of live records; nothing ran"
+                );
+                Verdict::OverQuota { retry_after }
+            }
         }
     }
 }
 
 /// Runs the work while the store's lease keeper renews the claim, then stores or releases:
 /// through the store, or, for a transactional run, in the work's own transaction.
-async fn run<T, W>(
-    store: &Store,
-    job: &Arc<Job>,
-    work: impl FnOnce(Option<Lent>) -> W,
-) -> Verdict<T>
+#[allow(clippy::manual_async_fn)] // an `async` block on purpose: tests/benches/overhead.rs
+fn run<'a, T, W>(
+    store: &'a Store,
+    job: &'a Arc<Job>,
+    work: impl FnOnce(Option<Lent>) -> W + 'a,
+) -> impl Future<Output = Verdict<T>> + 'a
 where
     W: Future<Output = Settle<T>>,
 {
-    let held = store.leases().hold(store.shared_backend(), job);
-    if held.yield_first {
-        tokio::task::yield_now().await;
+    async move {
+        let held = store.leases().hold(store.shared_backend(), job);
+        if held.yield_first {
+            tokio::task::yield_now().await;
+        }
+        let lent = match job.settings.transactional {
+            None => None,
+            Some(isolation) => match begin(store, job, isolation).await {
+                Ok(transaction) => Some(Lent {
+                    transaction,
+                    back: TransactionSlot::default(),
+                }),
+                Err(error) => {
+                    tracing::warn!(%error, "the transaction could not be opened; releasing the claim");
+                    persist::release(store, job).await;
+                    return Verdict::Unavailable(error);
+                }
+            },
+        };
+        let back = lent.as_ref().map(|lent| lent.back.clone());
+        let started = tokio::time::Instant::now();
+        let settled = AssertUnwindSafe(work(lent)).catch_unwind().await;
+        if let Ok(Settle::Keep(..)) = settled {
+            store
+                .run_times()
+                .record(&job.claim.id.handler, started.elapsed());
+        }
+        let transaction = back.and_then(|back| back.take());
+        let verdict = settle(store, job, settled, transaction).await;
+        drop(held);
+        ended(store, job).await;
+        verdict
     }
-    let lent = match job.settings.transactional {
-        None => None,
-        Some(isolation) => match begin(store, job, isolation).await {
-            Ok(transaction) => Some(Lent {
-                transaction,
-                back: TransactionSlot::default(),
-            }),
-            Err(error) => {
-                tracing::warn!(%error, "the transaction could not be opened; releasing the claim");
-                persist::release(store, job).await;
-                return Verdict::Unavailable(error);
-            }
-        },
-    };
-    let back = lent.as_ref().map(|lent| lent.back.clone());
-    let started = tokio::time::Instant::now();
-    let settled = AssertUnwindSafe(work(lent)).catch_unwind().await;
-    if let Ok(Settle::Keep(..)) = settled {
-        store
-            .run_times()
-            .record(&job.claim.id.handler, started.elapsed());
-    }
-    let transaction = back.and_then(|back| back.take());
-    let verdict = match settled {
-        Ok(Settle::Keep(payload, answer)) => match job.settings.transactional {
-            None => {
-                persist::persist(store, job, &payload).await;
+}
+
+/// Stores the payload the work settled on, or releases the claim (a release, or a panic):
+/// through the store, or, for a transactional run, in the work's own transaction.
+#[allow(clippy::manual_async_fn)] // an `async` block on purpose: tests/benches/overhead.rs
+fn settle<'a, T: 'a>(
+    store: &'a Store,
+    job: &'a Job,
+    settled: Result<Settle<T>, Box<dyn Any + Send>>,
+    transaction: Option<Box<dyn StoreTransaction>>,
+) -> impl Future<Output = Verdict<T>> + 'a {
+    async move {
+        match settled {
+            Ok(Settle::Keep(payload, answer)) => match job.settings.transactional {
+                None => {
+                    persist::persist(store, job, &payload).await;
+                    Verdict::Ran(answer)
+                }
+                Some(_) => match commit(store, job, transaction, &payload).await {
+                    true => Verdict::Ran(answer),
+                    false => Verdict::CommitFailed,
+                },
+            },
+            Ok(Settle::Release(answer)) => {
+                undo(store, job, transaction).await;
                 Verdict::Ran(answer)
             }
-            Some(_) => match commit(store, job, transaction, &payload).await {
-                true => Verdict::Ran(answer),
-                false => Verdict::CommitFailed,
-            },
-        },
-        Ok(Settle::Release(answer)) => {
-            rollback(transaction).await;
-            persist::release(store, job).await;
-            Verdict::Ran(answer)
+            Err(panic) => {
+                tracing::error!("the work panicked; releasing the claim");
+                undo(store, job, transaction).await;
+                Verdict::Panicked(panic)
+            }
         }
-        Err(panic) => {
-            tracing::error!("the work panicked; releasing the claim");
-            rollback(transaction).await;
-            persist::release(store, job).await;
-            Verdict::Panicked(panic)
-        }
-    };
-    drop(held);
-    ended(store, job).await;
-    verdict
+    }
 }
 
 /// Rings the waiters of the key whose claim just ended: those of this process at once, and,
@@ -309,6 +329,12 @@ async fn commit(
             false
         }
     }
+}
+
+/// Rolls back the transaction the work handed back, if any, and releases the claim.
+async fn undo(store: &Store, job: &Job, transaction: Option<Box<dyn StoreTransaction>>) {
+    rollback(transaction).await;
+    persist::release(store, job).await;
 }
 
 /// Rolls back a transaction the work handed back, if any (one it kept rolls back when dropped).

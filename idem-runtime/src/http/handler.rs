@@ -139,36 +139,39 @@ pub(crate) struct NotAnAnswer;
 /// The handler's run as the executor's work: its response captured and kept, or released when
 /// the handler's policy releases its status (`Config::keeps`: by default a 5xx), when it is
 /// over the storable limit, or when its body fails (docs/contract.md, "What a request meets").
-async fn respond<F>(handler: F, policy: Config) -> Settle<Response>
+#[allow(clippy::manual_async_fn)] // an `async` block on purpose: tests/benches/overhead.rs
+fn respond<F>(handler: F, policy: Config) -> impl Future<Output = Settle<Response>>
 where
     F: Future,
     F::Output: IntoResponse,
 {
-    let response = handler.await.into_response();
-    if response.extensions().get::<NotAnAnswer>().is_some() {
-        return Settle::Release(response);
-    }
-    let status = response.status().as_u16();
-    if !policy.keeps(status) {
-        tracing::info!(
-            status,
-            "the handler's policy releases this status: releasing the claim so a retry runs again"
-        );
-        return Settle::Release(response);
-    }
-    let limit = policy.max_stored_body_value();
-    match response::capture(response, limit).await {
-        Captured::Storable(payload, response) => Settle::Keep(payload, response),
-        Captured::TooLarge(response) => {
-            tracing::warn!(
-                limit,
-                "the response body is over the storable limit; sending it unstored and releasing the claim"
-            );
-            Settle::Release(response)
+    async move {
+        let response = handler.await.into_response();
+        if response.extensions().get::<NotAnAnswer>().is_some() {
+            return Settle::Release(response);
         }
-        Captured::BodyFailed(error) => {
-            tracing::error!(%error, "the response body failed while being read; releasing the claim");
-            Settle::Release(Problem::HandlerPanicked.response(None, None))
+        let status = response.status().as_u16();
+        if !policy.keeps(status) {
+            tracing::info!(
+                status,
+                "the handler's policy releases this status: releasing the claim so a retry runs again"
+            );
+            return Settle::Release(response);
+        }
+        let limit = policy.max_stored_body_value();
+        match response::capture(response, limit).await {
+            Captured::Storable(payload, response) => Settle::Keep(payload, response),
+            Captured::TooLarge(response) => {
+                tracing::warn!(
+                    limit,
+                    "the response body is over the storable limit; sending it unstored and releasing the claim"
+                );
+                Settle::Release(response)
+            }
+            Captured::BodyFailed(error) => {
+                tracing::error!(%error, "the response body failed while being read; releasing the claim");
+                Settle::Release(Problem::HandlerPanicked.response(None, None))
+            }
         }
     }
 }

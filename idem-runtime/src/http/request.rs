@@ -195,7 +195,7 @@ impl RequestHead {
     ) -> Self {
         // The default header's name is built once, not parsed from `name` for every request.
         const DEFAULT: HeaderName = HeaderName::from_static("idempotency-key");
-        let values = if name.eq_ignore_ascii_case(DEFAULT.as_str()) {
+        let values = if same_name(name, DEFAULT_HEADER) {
             headers.get_all(&DEFAULT)
         } else {
             headers.get_all(name)
@@ -250,12 +250,18 @@ impl RequestHead {
                 IdempotencyKey::from_header_values(parts.headers.get_all(header).iter()),
                 Some(parts),
             ),
-            KeyHeader::One { name, key } if name.eq_ignore_ascii_case(header) => (key, None),
+            KeyHeader::One { name, key } if same_name(name, header) => (key, None),
             // Only a caller that kept another header than it configured gets here.
             KeyHeader::One { .. } => (Err(KeyError::Missing), None),
         };
         (key, self.fingerprint, parts)
     }
+}
+
+/// Whether two header names are one (names ignore case); both usually come from the same
+/// constant, so the same text is answered before case is folded.
+fn same_name(a: &str, b: &str) -> bool {
+    a == b || a.eq_ignore_ascii_case(b)
 }
 
 /// Buffers the body (under the application's `DefaultBodyLimit` and [`HARD_BODY_LIMIT`]) and

@@ -42,33 +42,35 @@ pub(crate) enum Captured {
 }
 
 /// Buffers the body up to `limit` bytes (see [`Chunks`]).
-pub(crate) async fn capture(response: Response, limit: usize) -> Captured {
+pub(crate) fn capture(response: Response, limit: usize) -> impl Future<Output = Captured> {
     let (parts, mut body) = response.into_parts();
-    let mut read = Chunks::default();
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(error) => return Captured::BodyFailed(error),
-        };
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers are not stored
-        };
-        read.push(data);
-        if read.len() > limit {
-            let head =
-                futures_util::stream::iter(read.into_frames().map(Ok::<_, axum_core::Error>));
-            let rest = body.into_data_stream();
-            let body = Body::from_stream(futures_util::StreamExt::chain(head, rest));
-            return Captured::TooLarge(Response::from_parts(parts, body));
+    async move {
+        let mut read = Chunks::default();
+        while let Some(frame) = body.frame().await {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(error) => return Captured::BodyFailed(error),
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers are not stored
+            };
+            read.push(data);
+            if read.len() > limit {
+                let head =
+                    futures_util::stream::iter(read.into_frames().map(Ok::<_, axum_core::Error>));
+                let rest = body.into_data_stream();
+                let body = Body::from_stream(futures_util::StreamExt::chain(head, rest));
+                return Captured::TooLarge(Response::from_parts(parts, body));
+            }
         }
+        let bytes = read.into_bytes();
+        let stored = Arc::new(Payload::Response {
+            status: parts.status.as_u16(),
+            headers: end_to_end(&parts.headers),
+            body: stored_body(&bytes),
+        });
+        Captured::Storable(stored, Response::from_parts(parts, Body::from(bytes)))
     }
-    let bytes = read.into_bytes();
-    let stored = Arc::new(Payload::Response {
-        status: parts.status.as_u16(),
-        headers: end_to_end(&parts.headers),
-        body: stored_body(&bytes),
-    });
-    Captured::Storable(stored, Response::from_parts(parts, Body::from(bytes)))
 }
 
 /// A body's data frames as they are read: one frame (the usual case) is kept as it came, with no
@@ -177,7 +179,9 @@ pub(crate) fn replay(payload: &Payload) -> Response {
     *response.status_mut() =
         StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
-    headers.reserve(stored.len() + 1);
+    // Room for the stored headers, `Idempotent-Replayed`, and the `Content-Length` that the
+    // server adds.
+    headers.reserve(stored.len() + 2);
     for (name, value) in stored {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),

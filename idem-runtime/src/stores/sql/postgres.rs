@@ -547,7 +547,8 @@ impl SqlStore for PostgresStore {
     async fn connection(&self) -> StoreResult<PgConnectionFor<'_>> {
         match &self.own {
             Some(own) => Ok(PgConnectionFor::Own(own.lease().await?)),
-            None => match self.pool.acquire().await {
+            // Boxed for the same reason as `Connections::lease`'s rare paths.
+            None => match Box::pin(self.pool.acquire()).await {
                 Ok(pooled) => Ok(PgConnectionFor::Pooled(pooled)),
                 Err(error) => Err(Postgres::classify(error)),
             },

@@ -547,7 +547,8 @@ impl SqlStore for PostgresStore {
     async fn connection(&self) -> StoreResult<PgConnectionFor<'_>> {
         match &self.own {
             Some(own) => Ok(PgConnectionFor::Own(own.lease().await?)),
-            // Boxed for the same reason as `Connections::lease`'s rare paths.
+            // Boxed, so that with the store's own connections every statement's future does
+            // not carry the pool's wait too (see `Connections::lease`).
             None => match Box::pin(self.pool.acquire()).await {
                 Ok(pooled) => Ok(PgConnectionFor::Pooled(pooled)),
                 Err(error) => Err(Postgres::classify(error)),
